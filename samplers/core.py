@@ -1,0 +1,350 @@
+"""The sampler API: options, the registry, and the loop that drives a sampler program.
+
+A sampler *program* is a generator: it yields an ``Eval`` (a sample and a time at which it
+needs the model), receives the ``Prediction`` for it, and finally returns the sample.  It
+never calls the model itself, so one driver can stream every step (``Sampler.run``) and
+another can push several programs' evaluations through the network as one batch
+(``run_together``).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from .grids import FINAL_SIGMAS, SPACINGS, Grid, build_grid
+from .model_wrapper import PREDICTION_TYPES, Prediction, predict, process_x0
+from .schedule import NoiseSchedule, vp_coefficients
+
+
+# --------------------------------------------------------------------------------------------
+# Options: declared once, validated once, listed for the UI.
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: Any
+    help: str
+    kind: type = float
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    nullable: bool = False
+
+    def check(self, value):
+        if value is None and self.nullable:
+            return None
+        if self.kind is bool:
+            if isinstance(value, (bool, np.bool_)):
+                return bool(value)
+            raise ValueError(f"{self.name}={value!r} must be true or false")
+        if self.kind in (int, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"{self.name}={value!r} must be a number{self._range()}")
+            if self.kind is int and float(value) != int(value):
+                raise ValueError(f"{self.name}={value!r} must be an integer{self._range()}")
+            value = self.kind(value)
+            if not math.isfinite(value):
+                raise ValueError(f"{self.name}={value!r} must be a finite number{self._range()}")
+            if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+                raise ValueError(f"{self.name}={value!r} is out of range{self._range()}")
+            return value
+        if self.kind is str:
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise ValueError(f"{self.name}={value!r} is not allowed; allowed: {', '.join(map(str, self.choices))}")
+            return value
+        if self.kind is list:
+            if not isinstance(value, (list, tuple, np.ndarray)):
+                raise ValueError(f"{self.name}={value!r} must be a list")
+            return list(value)
+        raise TypeError(self.kind)
+
+    def _range(self):
+        lo = "" if self.low is None else f"{self.low:g} <= "
+        hi = "" if self.high is None else f" <= {self.high:g}"
+        return f" (allowed: {lo}{self.name}{hi})" if lo or hi else ""
+
+
+OPTIONS: dict[str, Option] = {o.name: o for o in [
+    # grid
+    Option("spacing", "leading", "where the timesteps go", str, SPACINGS),
+    Option("steps_offset", 0, "added to 'leading' timesteps (diffusers' steps_offset)", int, low=0, high=10),
+    Option("rho", 7.0, "Karras grid exponent", float, low=0.01, high=100),
+    Option("sigma_min", None, "smallest sigma of a karras/logsnr grid (default: the schedule's)", float,
+           low=1e-6, high=1e6, nullable=True),
+    Option("sigma_max", None, "largest sigma of a karras/logsnr grid (default: the schedule's)", float,
+           low=1e-6, high=1e6, nullable=True),
+    Option("timesteps", None, "explicit descending train timesteps (spacing='custom')", list, nullable=True),
+    Option("final_sigmas_type", "zero", "end the last step at sigma 0 or at sigma_min", str, FINAL_SIGMAS),
+    Option("round_timesteps", False, "round the model's timestep while the solver keeps the exact "
+           "sigma (diffusers' form for karras/logsnr grids)", bool),
+    # model output
+    Option("prediction_type", "epsilon", "what the model predicts", str, PREDICTION_TYPES),
+    Option("clip_sample", False, "clip predicted x0 to +-clip_sample_range", bool),
+    Option("clip_sample_range", 1.0, "clip range for x0", float, low=1e-3, high=1e3),
+    Option("thresholding", False, "dynamic thresholding of predicted x0 (Imagen)", bool),
+    Option("dynamic_thresholding_ratio", 0.995, "quantile for dynamic thresholding", float, low=0.5, high=1.0),
+    Option("sample_max_value", 1.0, "upper bound of the dynamic threshold", float, low=1.0, high=1e3),
+    # shared by the higher-order families (each method narrows the values it accepts in Method.choices)
+    Option("solver_order", 2, "order of the solver / number of past evaluations combined", int, low=1, high=4),
+    Option("lower_order_final", True, "drop to lower orders on the last steps (stabler at few steps)", bool),
+    Option("euler_at_final", False, "take the very last step with first order", bool),
+    Option("algorithm_type", "dpmsolver++", "DPM-Solver variant: noise (eps) or data (x0) form, ODE or SDE",
+           str, ("dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++", "deis")),
+    Option("solver_type", "midpoint", "second-order update rule", str,
+           ("midpoint", "heun", "logrho", "tab", "bh1", "bh2")),
+]}
+
+GRID_OPTIONS = ("spacing", "steps_offset", "rho", "sigma_min", "sigma_max", "timesteps", "round_timesteps")
+X0_OPTIONS = ("clip_sample", "clip_sample_range", "thresholding", "dynamic_thresholding_ratio", "sample_max_value")
+
+
+def add_options(*options: Option) -> None:
+    for o in options:
+        if o.name in OPTIONS and OPTIONS[o.name] != o:
+            raise RuntimeError(f"option {o.name} declared twice with different meanings")
+        OPTIONS[o.name] = o
+
+
+# --------------------------------------------------------------------------------------------
+# The registry.
+@dataclass(frozen=True)
+class Method:
+    name: str
+    title: str
+    paper: str
+    order: int                      # convergence order of the deterministic ODE solve (0 for SDE-only)
+    stochastic: bool                # draws noise during sampling (for some option values)
+    options: tuple                  # option names that apply (beyond prediction_type)
+    program: Callable               # program(sampler, x, rng) -> generator of Eval
+    grid: Callable                  # grid(sampler) -> Grid
+    nfe: Callable = lambda s: s.steps       # model evaluations for the sampler's settings
+    family: str = "ddim"            # which diffusers timestep table its spacings use
+    defaults: dict = field(default_factory=dict)  # per-method option defaults
+    choices: dict = field(default_factory=dict)   # per-method narrowing: option -> allowed values
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    REGISTRY[method.name] = method
+    return method
+
+
+def describe() -> list[dict]:
+    """One row per sampler: name, title, paper, order, stochastic, options (for docs and the UI)."""
+    return [dict(name=m.name, title=m.title, paper=m.paper, order=m.order, stochastic=m.stochastic,
+                 options=list(m.options), choices=dict(m.choices)) for m in REGISTRY.values()]
+
+
+# --------------------------------------------------------------------------------------------
+# What a program asks for and what the driver streams.
+@dataclass
+class Eval:
+    x: torch.Tensor     # the VP-scaled sample the model sees
+    t: float            # model time (train-timestep units, may be fractional)
+    sigma: float        # k-sigma the solver assigns to x (may differ from t's when rounded)
+    extra: dict | None = None  # anything a program wants to pass through to its step records
+
+
+@dataclass
+class Step:
+    """One record per model evaluation."""
+    nfe: int                  # model evaluations so far
+    total_nfe: int            # evaluations the whole run will take (an estimate for adaptive ones)
+    t: float
+    sigma: float
+    x: torch.Tensor           # the current sample (VP scale): what the model will see next, or the result
+    x0: torch.Tensor          # the model's prediction of the clean sample at this evaluation
+    done: bool
+    seconds: float = 0.0      # wall time since the run started
+
+
+class NonFiniteError(ValueError):
+    pass
+
+
+class NoiseSource:
+    """Gaussian draws in diffusers' order and shape: one ``randn(x.shape)`` per call.
+
+    With a list of generators each batch element draws from its own generator, so an
+    element's result never depends on the rest of the batch.
+    """
+
+    def __init__(self, generator=None):
+        self.generator = generator
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.generator
+        if isinstance(g, (list, tuple)):
+            if len(g) != x.shape[0]:
+                raise ValueError(f"got {len(g)} generators for a batch of {x.shape[0]}")
+            parts = [torch.randn((1,) + tuple(x.shape[1:]), generator=gi, device=gi.device, dtype=x.dtype)
+                     for gi in g]
+            return torch.cat(parts).to(x.device)
+        device = g.device if g is not None else x.device
+        return torch.randn(x.shape, generator=g, device=device, dtype=x.dtype).to(x.device)
+
+
+# --------------------------------------------------------------------------------------------
+class Sampler:
+    """A sampling method with its schedule, grid and options fixed; reusable for many runs."""
+
+    def __init__(self, method: str, steps: int, schedule: NoiseSchedule | None = None, **options):
+        if method not in REGISTRY:
+            raise ValueError(f"sampler={method!r} is unknown; allowed: {', '.join(REGISTRY)}")
+        self.method = REGISTRY[method]
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"steps={steps!r} must be an integer >= 1")
+        self.steps = int(steps)
+        self.schedule = schedule if schedule is not None else NoiseSchedule.from_config({})
+        allowed = set(self.method.options) | {"prediction_type"}
+        unknown = set(options) - allowed
+        if unknown:
+            raise ValueError(f"option(s) {', '.join(sorted(unknown))} do not apply to sampler {method!r}; "
+                             f"its options: {', '.join(sorted(allowed))}")
+        values = {name: OPTIONS[name].default for name in allowed}
+        values.update(self.method.defaults)
+        for name, value in options.items():
+            values[name] = OPTIONS[name].check(value)
+            allowed_values = self.method.choices.get(name)
+            if allowed_values is not None and values[name] not in allowed_values:
+                raise ValueError(f"{name}={value!r} is not allowed for sampler {method!r}; allowed: "
+                                 f"{', '.join(map(str, allowed_values))}")
+        self.options = values
+        self.prediction_type = values["prediction_type"]
+        self.grid: Grid = self.method.grid(self)
+        self.plan = None  # programs may cache precomputed coefficients here
+
+    # convenience views
+    @property
+    def name(self) -> str:
+        return self.method.name
+
+    @property
+    def timesteps(self) -> np.ndarray:
+        return self.grid.t[:-1]
+
+    @property
+    def sigmas(self) -> np.ndarray:
+        return self.grid.sigma
+
+    @property
+    def nfe(self) -> int:
+        return int(self.method.nfe(self))
+
+    def opt(self, name):
+        return self.options[name]
+
+    def x0_processed(self, x0: torch.Tensor) -> torch.Tensor:
+        return process_x0(x0, self.options)
+
+    def make_grid(self, family: str | None = None, final: str | None = None, **overrides) -> Grid:
+        """The grid from the sampler's grid options (methods call this from their ``grid`` hook)."""
+        o = self.options
+        kw = dict(family=family or self.method.family, steps_offset=o.get("steps_offset", 0),
+                  rho=o.get("rho", 7.0), sigma_min=o.get("sigma_min"), sigma_max=o.get("sigma_max"),
+                  timesteps=o.get("timesteps"), final=final or o.get("final_sigmas_type", "zero"),
+                  round_timesteps=o.get("round_timesteps", False))
+        kw.update(overrides)
+        return build_grid(self.schedule, self.steps, o.get("spacing", "leading"), **kw)
+
+    # running
+    def program(self, noise: torch.Tensor, generator=None):
+        if not isinstance(noise, torch.Tensor) or noise.ndim < 2:
+            raise ValueError("noise must be a tensor [batch, ...]")
+        return self.method.program(self, noise, NoiseSource(generator))
+
+    def run(self, model, noise: torch.Tensor, generator=None) -> Iterator[Step]:
+        """Sample, yielding a ``Step`` after every model evaluation."""
+        yield from drive(self, self.program(noise, generator), model)
+
+    def sample(self, model, noise: torch.Tensor, generator=None) -> torch.Tensor:
+        step = None
+        for step in self.run(model, noise, generator):
+            pass
+        return step.x
+
+    def __repr__(self):
+        changed = {k: v for k, v in self.options.items() if v != OPTIONS[k].default}
+        return f"Sampler({self.name!r}, steps={self.steps}, nfe={self.nfe}, {changed})"
+
+
+def _model_time(t: float, batch: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.full((batch,), float(t), dtype=torch.float32, device=like.device)
+
+
+def evaluate(model, request: Eval, prediction_type: str, where: str = "") -> Prediction:
+    out = model(request.x, _model_time(request.t, request.x.shape[0], request.x))
+    return to_prediction(out, request, prediction_type, where)
+
+
+def to_prediction(out: torch.Tensor, request: Eval, prediction_type: str, where: str = "") -> Prediction:
+    if not torch.isfinite(out).all():
+        raise NonFiniteError(f"the model returned NaN or inf {where}at t={request.t:.4g} "
+                             f"(sigma={request.sigma:.4g})")
+    out = out.to(request.x.dtype)
+    alpha, sigma = vp_coefficients(request.sigma)
+    return predict(out, request.x, alpha, sigma, prediction_type)
+
+
+def drive(sampler: Sampler, program, model) -> Iterator[Step]:
+    """Run one program, calling the model for each request and yielding a Step per evaluation."""
+    start = time.perf_counter()
+    total = sampler.nfe
+    nfe = 0
+    try:
+        request = next(program)
+    except StopIteration as stop:  # a program that needs no evaluation (cannot happen for steps >= 1)
+        raise RuntimeError("sampler finished without evaluating the model") from None
+    while True:
+        nfe += 1
+        pred = evaluate(model, request, sampler.prediction_type,
+                        f"at evaluation {nfe} of sampler {sampler.name!r} ")
+        try:
+            following = program.send(pred)
+        except StopIteration as stop:
+            yield Step(nfe, max(total, nfe), request.t, request.sigma, stop.value, pred.x0, True,
+                       time.perf_counter() - start)
+            return
+        yield Step(nfe, max(total, nfe), request.t, request.sigma, following.x, pred.x0, False,
+                   time.perf_counter() - start)
+        request = following
+
+
+def run_together(model, jobs: list[tuple[Sampler, torch.Tensor, Any]]) -> Iterator[list[Step | None]]:
+    """Run several (sampler, noise, generator) jobs in lock-step, one forward pass per round.
+
+    In each round every unfinished job contributes its pending request; the rows are
+    concatenated (each with its own timestep), evaluated in one call, and split back.  Yields,
+    per round, a list with the new Step of each job (None for jobs already finished).
+    """
+    start = time.perf_counter()
+    programs = [s.program(noise, gen) for s, noise, gen in jobs]
+    pending: list[Eval | None] = [next(p) for p in programs]
+    counts = [0] * len(jobs)
+    while any(r is not None for r in pending):
+        live = [i for i, r in enumerate(pending) if r is not None]
+        xs = torch.cat([pending[i].x for i in live])
+        ts = torch.cat([_model_time(pending[i].t, pending[i].x.shape[0], pending[i].x) for i in live])
+        out = model(xs, ts)
+        sizes = [pending[i].x.shape[0] for i in live]
+        steps: list[Step | None] = [None] * len(jobs)
+        for i, part in zip(live, out.split(sizes)):
+            sampler, request = jobs[i][0], pending[i]
+            counts[i] += 1
+            pred = to_prediction(part, request, sampler.prediction_type,
+                                 f"at evaluation {counts[i]} of sampler {sampler.name!r} ")
+            try:
+                pending[i] = programs[i].send(pred)
+                steps[i] = Step(counts[i], max(sampler.nfe, counts[i]), request.t, request.sigma,
+                                pending[i].x, pred.x0, False, time.perf_counter() - start)
+            except StopIteration as stop:
+                pending[i] = None
+                steps[i] = Step(counts[i], counts[i], request.t, request.sigma, stop.value, pred.x0, True,
+                                time.perf_counter() - start)
+        yield steps

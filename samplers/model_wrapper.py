@@ -1,0 +1,90 @@
+"""The model wrapper: turns a network's raw output into predictions of x0 and eps.
+
+Kept apart from the solvers (as in DPM-Solver's reference code) so every prediction type,
+clipping rule and guidance formula is written exactly once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+@dataclass
+class Prediction:
+    x0: torch.Tensor                 # predicted clean sample
+    eps: torch.Tensor                # predicted noise
+    variance: torch.Tensor | None = None  # extra output channels of learned-variance models
+    output: torch.Tensor | None = None    # the model's own output (its prediction type)
+
+
+def predict(output: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float,
+            prediction_type: str) -> Prediction:
+    """x0 and eps from a model output at VP coefficients (alpha, sigma) of the sample x."""
+    variance = None
+    if output.shape[1] == 2 * x.shape[1]:  # learned variance: the second half is the variance
+        output, variance = output.split(x.shape[1], dim=1)
+    if prediction_type == "epsilon":
+        eps = output
+        x0 = (x - sigma * eps) / alpha
+    elif prediction_type == "v_prediction":   # v = alpha eps - sigma x0
+        x0 = alpha * x - sigma * output
+        eps = sigma * x + alpha * output
+    elif prediction_type == "sample":
+        x0 = output
+        eps = (x - alpha * x0) / sigma
+    else:
+        raise ValueError(f"prediction_type={prediction_type!r}; allowed: {', '.join(PREDICTION_TYPES)}")
+    return Prediction(x0=x0, eps=eps, variance=variance, output=output)
+
+
+def dynamic_threshold(x0: torch.Tensor, ratio: float = 0.995, max_value: float = 1.0) -> torch.Tensor:
+    """Imagen's dynamic thresholding: per sample, s = quantile(|x0|, ratio) clamped to [1, max]."""
+    dtype = x0.dtype
+    flat = x0.reshape(x0.shape[0], -1)
+    if dtype not in (torch.float32, torch.float64):
+        flat = flat.float()
+    s = torch.quantile(flat.abs(), ratio, dim=1).clamp(min=1, max=max_value).unsqueeze(1)
+    return (torch.clamp(flat, -s, s) / s).reshape(x0.shape).to(dtype)
+
+
+def process_x0(x0: torch.Tensor, options: dict) -> torch.Tensor:
+    """Apply the sampler's x0 post-processing: dynamic thresholding, else clipping, else none."""
+    if options.get("thresholding"):
+        return dynamic_threshold(x0, options.get("dynamic_thresholding_ratio", 0.995),
+                                 options.get("sample_max_value", 1.0))
+    if options.get("clip_sample"):
+        r = options.get("clip_sample_range", 1.0)
+        return x0.clamp(-r, r)
+    return x0
+
+
+def guided(net, class_labels: torch.Tensor, guidance_scale: float = 1.0, guidance_rescale: float = 0.0,
+           null_label: int | None = None):
+    """A model(x, t) that applies classifier-free guidance to a class-conditional network.
+
+    Conditional and unconditional rows go through the network as one batch.  Guidance rescale
+    (Lin et al. §3.4) pulls the guided output's std back towards the conditional one's.
+    """
+    if null_label is None:
+        null_label = int(net.config["num_class_embeds"]) - 1
+
+    def model(x, t):
+        labels = class_labels.to(x.device).expand(x.shape[0]) if class_labels.ndim == 0 else class_labels.to(x.device)
+        if guidance_scale == 1.0:
+            return net(x, t, class_labels=labels)
+        null = torch.full_like(labels, null_label)
+        out = net(torch.cat([x, x]), torch.cat([t, t]), class_labels=torch.cat([labels, null]))
+        cond, uncond = out.chunk(2)
+        mixed = uncond + guidance_scale * (cond - uncond)
+        if guidance_rescale > 0:
+            dims = list(range(1, x.ndim))
+            rescaled = mixed * (cond.std(dim=dims, keepdim=True) / mixed.std(dim=dims, keepdim=True))
+            mixed = guidance_rescale * rescaled + (1 - guidance_rescale) * mixed
+        return mixed
+
+    model.config = getattr(net, "config", None)
+    model.scheduler_config = getattr(net, "scheduler_config", None)
+    return model

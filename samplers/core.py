@@ -135,10 +135,18 @@ def register(method: Method) -> Method:
     return method
 
 
-def describe() -> list[dict]:
-    """One row per sampler: name, title, paper, order, stochastic, options (for docs and the UI)."""
-    return [dict(name=m.name, title=m.title, paper=m.paper, order=m.order, stochastic=m.stochastic,
-                 options=list(m.options), choices=dict(m.choices)) for m in REGISTRY.values()]
+def describe(steps: int = 10) -> list[dict]:
+    """One row per sampler: name, title, paper, order, stochastic, model evaluations for ``steps``
+    steps with default options, the options that apply and their per-method narrowing."""
+    rows = []
+    for m in REGISTRY.values():
+        try:
+            nfe = Sampler(m.name, steps).nfe
+        except ValueError:
+            nfe = None
+        rows.append(dict(name=m.name, title=m.title, paper=m.paper, order=m.order, stochastic=m.stochastic,
+                         nfe=nfe, options=list(m.options), choices=dict(m.choices), defaults=dict(m.defaults)))
+    return rows
 
 
 # --------------------------------------------------------------------------------------------

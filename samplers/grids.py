@@ -97,12 +97,13 @@ def logsnr_sigmas(steps: int, sigma_min: float, sigma_max: float) -> np.ndarray:
 
 
 def quadratic_timesteps(steps: int, num_train_timesteps: int) -> np.ndarray:
-    """DDIM paper's "quad" selection: t_i = floor((i * sqrt(0.8 T) / (N-1))^2), descending."""
+    """DDIM paper's "quad" selection t_i = (i sqrt(0.8 T) / (N-1))^2, descending.
+
+    The paper truncates to integers, which repeats timesteps near t = 0 for N >~ 30; we keep the
+    fractional values so every point is distinct.
+    """
     n = _check_steps(steps)
-    ts = np.floor(np.linspace(0, np.sqrt(0.8 * num_train_timesteps), n) ** 2)[::-1]
-    if len(np.unique(ts)) != n:
-        raise ValueError(f"steps={n} is too many for spacing='quadratic' (timesteps would repeat)")
-    return ts.astype(np.float64)
+    return (np.linspace(0, np.sqrt(0.8 * num_train_timesteps), n) ** 2)[::-1].astype(np.float64)
 
 
 def custom_timesteps(timesteps, num_train_timesteps: int) -> np.ndarray:

@@ -49,10 +49,11 @@ def _prk_points(sampler, t: float, t_to: float, k: float) -> tuple[float, float,
     The paper takes the middle in t.  diffusers evaluates at t_to + (T//N)//2 but transfers
     the first half-step to t - (T//N)//2: the same point on evenly spaced tables, not on linspace.
     """
-    if _diffusers_rule(sampler):
-        half = sampler.schedule.num_train_timesteps // sampler.steps // 2
-        tm, t_first = t_to + half, t - half
-    else:
+    half = sampler.schedule.num_train_timesteps // sampler.steps // 2
+    tm, t_first = t_to + half, t - half
+    if not (_diffusers_rule(sampler) and t_to <= t_first <= t and t_to <= tm <= t):
+        # the paper's point; also where diffusers' rule would leave the step (N < 4 or the
+        # step onto the end point, which diffusers never takes with PRK)
         tm = t_first = 0.5 * (t + t_to)
     km, k_first = (float(v) for v in sampler.schedule.sigma_at([tm, t_first]))
     return k_first, tm, km

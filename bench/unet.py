@@ -1,10 +1,14 @@
 """Forward time of our UNet2DModel vs diffusers' on the same random weights.
 
-google/ddpm-cifar10-32 config (35.7 M parameters). CPU: batch 1 and 8, float32. CUDA (when
-available): fp32, fp16, fp16 + channels_last at batch 64, with images/s. Prints markdown tables;
-ratio = diffusers time / our time (> 1 means we are faster).
+google/ddpm-cifar10-32 config (35.7 M parameters). CPU: batch 1 and 8, float32, NCHW and
+channels_last, 1 thread and torch's default; wall time and process CPU time. CUDA (when
+available): fp32, fp16, fp16/bf16 + channels_last at batch 64, with images/s. Prints markdown
+tables; ratio = diffusers time / our time (> 1 means we are faster).
 
     python bench/unet.py [--repeats N] [--threads N] [--no-cuda] [--no-cpu]
+
+The two networks run alternately and the median of each is reported, so a busy shared
+machine slows both alike.
 """
 from __future__ import annotations
 
@@ -43,18 +47,17 @@ def build_pair(device, dtype):
     return ours, ref
 
 
-def timed(fn, repeats, sync):
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def timed(fn, sync):
+    """(wall seconds, process CPU seconds) of one call."""
+    sync()
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    sync()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def compare(ours, ref, batch, device, dtype, repeats, channels_last=False):
+    """Median (wall, cpu) seconds of ours and of diffusers, and their max abs output difference."""
     x = torch.randn(batch, 3, 32, 32, device=device, dtype=dtype)
     t = torch.full((batch,), 500.0, device=device)
     if channels_last:
@@ -66,18 +69,19 @@ def compare(ours, ref, batch, device, dtype, repeats, channels_last=False):
         diff = (ours(x, t).float() - ref(x, t).sample.float()).abs().max().item()
         for _ in range(2):  # warm-up (allocator, kernel selection)
             ours(x, t), ref(x, t)
-        # Interleave so slow phases of a shared machine hit both equally.
-        t_ours, t_ref = [], []
+        # Alternate the two so slow phases of a shared machine hit both alike.
+        mine, theirs = [], []
         for _ in range(repeats):
-            t_ref.append(timed(lambda: ref(x, t), 1, sync))
-            t_ours.append(timed(lambda: ours(x, t), 1, sync))
-    return statistics.median(t_ours), statistics.median(t_ref), diff
+            theirs.append(timed(lambda: ref(x, t), sync))
+            mine.append(timed(lambda: ours(x, t), sync))
+    median = lambda rows, i: statistics.median(r[i] for r in rows)
+    return (median(mine, 0), median(mine, 1)), (median(theirs, 0), median(theirs, 1)), diff
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="only this many CPU threads (default: 1 and torch's default)")
     parser.add_argument("--no-cuda", action="store_true")
     parser.add_argument("--no-cpu", action="store_true")
     args = parser.parse_args()
@@ -86,13 +90,26 @@ def main():
 
     if not args.no_cpu:
         cpu = torch.device("cpu")
-        ours, ref = build_pair(cpu, torch.float32)
-        print(f"## CPU ({torch.get_num_threads()} threads), google/ddpm-cifar10-32 config, float32, torch {torch.__version__}\n")
-        print("| batch | ours ms | diffusers ms | ratio (diffusers/ours) | max abs diff |")
-        print("|---:|---:|---:|---:|---:|")
-        for batch in (1, 8):
-            mine, theirs, diff = compare(ours, ref, batch, cpu, torch.float32, args.repeats)
-            print(f"| {batch} | {mine * 1e3:.1f} | {theirs * 1e3:.1f} | {theirs / mine:.2f} | {diff:.1e} |", flush=True)
+        default_threads = torch.get_num_threads()
+        thread_counts = [args.threads] if args.threads else sorted({1, default_threads})
+        print(f"## CPU, google/ddpm-cifar10-32 config, float32, torch {torch.__version__}\n")
+        print("ratio = diffusers / ours (> 1: ours faster). CPU time = process time, robust to other load on a "
+              "shared machine when threads = 1.\n")
+        print("| batch | threads | layout | ours ms | diffusers ms | wall ratio | ours CPU ms | diffusers CPU ms | "
+              "CPU-time ratio | max abs diff |")
+        print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            for channels_last in (False, True):
+                ours, ref = build_pair(cpu, torch.float32)
+                for batch in (1, 8):
+                    (w_ours, c_ours), (w_ref, c_ref), diff = compare(ours, ref, batch, cpu, torch.float32,
+                                                                     args.repeats, channels_last)
+                    layout = "channels_last" if channels_last else "NCHW"
+                    print(f"| {batch} | {threads} | {layout} | {w_ours * 1e3:.1f} | {w_ref * 1e3:.1f} | "
+                          f"{w_ref / w_ours:.2f} | {c_ours * 1e3:.1f} | {c_ref * 1e3:.1f} | {c_ref / c_ours:.2f} | "
+                          f"{diff:.1e} |", flush=True)
+        torch.set_num_threads(default_threads)
         print()
 
     if not args.no_cuda and torch.cuda.is_available():
@@ -103,7 +120,7 @@ def main():
         for name, dtype, cl in (("fp32", torch.float32, False), ("fp16", torch.float16, False),
                                 ("fp16 channels_last", torch.float16, True), ("bf16 channels_last", torch.bfloat16, True)):
             ours, ref = build_pair(gpu, dtype)
-            mine, theirs, diff = compare(ours, ref, 64, gpu, dtype, max(args.repeats, 20), channels_last=cl)
+            (mine, _), (theirs, _), diff = compare(ours, ref, 64, gpu, dtype, max(args.repeats, 20), channels_last=cl)
             print(f"| {name} | {mine * 1e3:.2f} | {theirs * 1e3:.2f} | {theirs / mine:.2f} | {64 / mine:.0f} | "
                   f"{64 / theirs:.0f} | {diff:.1e} |", flush=True)
             del ours, ref

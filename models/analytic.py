@@ -94,6 +94,10 @@ class AnalyticModel:
     def _x0_eps(self, xf, a, s, class_labels=None):
         raise NotImplementedError
 
+    def _no_labels(self, class_labels):
+        if class_labels is not None:
+            raise ValueError(f"class_labels given but {type(self).__name__} is unconditional")
+
     def x0(self, x, t, class_labels=None) -> torch.Tensor:
         """E[x0 | x_t = x]."""
         a, s = self.alpha_sigma(t, x)
@@ -175,6 +179,7 @@ class GaussianData(AnalyticModel):
         return self.mu.to(x.device, x.dtype), vecs, self.lam.to(x.device, x.dtype)
 
     def _x0_eps(self, xf, a, s, class_labels=None):
+        self._no_labels(class_labels)
         mu, vecs, lam = self._params(xf)
         r = self._rotate(xf - a * mu, vecs)
         c = a * a * lam + s * s
@@ -292,6 +297,7 @@ class GaussianMixture(AnalyticModel):
         return log_n, means[None] + x0_k, eps_k
 
     def _x0_eps(self, xf, a, s, class_labels=None):
+        self._no_labels(class_labels)
         log_n, x0_k, eps_k = self._components(xf, a, s)
         w = torch.softmax(self.log_weights.to(xf.device, xf.dtype)[None] + log_n, dim=1)[:, :, None]
         return (w * x0_k).sum(1), (w * eps_k).sum(1)

@@ -218,13 +218,14 @@ def plan_layout(files, subfolder: str | None, where: str) -> Plan:
     return plan
 
 
-def _list_folder(root: Path) -> set[str]:
+def _list_folder(root: Path, subfolder: str | None = None) -> set[str]:
+    """Files under ``root`` (posix, relative), only as deep as the layouts need."""
+    max_depth = max(1, len(subfolder.split("/")) if subfolder else 1)
     files = set()
-    for base, _dirs, names in os.walk(root, followlinks=False):
+    for base, dirs, names in os.walk(root, followlinks=False):
         rel = Path(base).relative_to(root)
-        # Two levels are enough for both layouts; do not walk big unrelated trees.
-        if len(rel.parts) > 2:
-            continue
+        if len(rel.parts) >= max_depth:
+            dirs[:] = []  # do not descend into big unrelated trees
         for name in names:
             files.add((rel / name).as_posix() if rel.parts else name)
     return files
@@ -299,7 +300,7 @@ def build_from_files(config: dict, state: dict, where: str, weights_name: str) -
 
 def load_folder(root: Path, subfolder: str | None, where: str) -> UNet2DModel:
     """The one code path for every checkpoint folder: local, Hub snapshot or embedded."""
-    plan = plan_layout(_list_folder(root), subfolder, where)
+    plan = plan_layout(_list_folder(root, subfolder), subfolder, where)
     config_name = plan.file(CONFIG_NAME)
     config = _read_json(root / config_name, where, config_name)
     weights_name = plan.file(WEIGHTS_NAME)
@@ -454,14 +455,16 @@ def load(source, revision=None, subfolder=None, device=None, dtype=None, channel
         net = load_folder(path.resolve(), subfolder, where)
         net.source = {"kind": "folder", "path": str(path.resolve()), "subfolder": subfolder}
         return _finish(net, target_device, target_dtype, channels_last)
-    looks_like_path = (source.startswith(("/", ".", "~", "\\")) or "\\" in source or source.count("/") != 1
-                       or os.path.exists(source))
-    if looks_like_path and not REPO_ID_PATTERN.match(source):
-        if os.path.exists(source):
-            raise ValueError(f"source={source!r} is a file; a local model must be a folder holding "
-                             f"{CONFIG_NAME} and {WEIGHTS_NAME}")
-        if "://" in source:
-            raise ValueError(f"source={source!r}: URLs are not accepted; give a hub repo id 'org/name' or a folder")
+    if os.path.exists(source):
+        raise ValueError(f"source={source!r} is a file; a local model must be a folder holding "
+                         f"{CONFIG_NAME} and {WEIGHTS_NAME}")
+    if "://" in source:
+        raise ValueError(f"source={source!r}: URLs are not accepted; give a hub repo id 'org/name' or a folder")
+    looks_like_path = source.startswith(("/", ".", "~", "\\")) or "\\" in source or source.count("/") != 1
+    if looks_like_path:
+        if ".." in source:
+            raise ValueError(f"source={source!r} is not a folder, and not a hub repo id of the form 'org/name' "
+                             f"(no '..')")
         raise FileNotFoundError(f"source={source!r}: no such local folder (and it is not a hub repo id 'org/name' "
                                 f"or one of {sorted(embedded.EMBEDDED)})")
     repo_id = check_repo_id(source)

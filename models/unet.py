@@ -224,16 +224,20 @@ class Attention(nn.Module):
 
     def forward(self, x):
         b, c, hgt, wid = x.shape
+        keep_channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         h = self.group_norm(x) if self.group_norm is not None else x
-        h = h.reshape(b, c, hgt * wid).transpose(1, 2)
+        # [B, C, H, W] -> [B, HW, C]: a free view for channels_last input, one copy otherwise.
+        tokens = h.permute(0, 2, 3, 1).reshape(b, hgt * wid, c)
         # One matmul for q, k and v instead of three.
         weight = torch.cat([self.to_q.weight, self.to_k.weight, self.to_v.weight])
         bias = torch.cat([self.to_q.bias, self.to_k.bias, self.to_v.bias])
-        qkv = F.linear(h, weight, bias).view(b, hgt * wid, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = F.linear(tokens, weight, bias).view(b, hgt * wid, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
         out = out.transpose(1, 2).reshape(b, hgt * wid, self.heads * self.head_dim)
         out = self.to_out[1](self.to_out[0](out))
-        out = out.transpose(1, 2).reshape(b, c, hgt, wid)
+        out = out.view(b, hgt, wid, c).permute(0, 3, 1, 2)
+        if not keep_channels_last:
+            out = out.contiguous()
         out = out.add_(x) if not torch.is_grad_enabled() else out + x
         if self.output_scale_factor != 1.0:
             out = out / self.output_scale_factor

@@ -158,7 +158,7 @@ def build_grid(schedule: NoiseSchedule, steps: int, spacing: str = "leading", *,
     else:
         raise ValueError(f"spacing={spacing!r} is not supported; allowed: {', '.join(SPACINGS)}")
     end_sigma = 0.0 if final == "zero" else schedule.sigma_min
-    if end_sigma > sig[-1]:
+    if end_sigma > sig[-1] * (1 + 1e-9):  # a grid ending at sigma_min up to rounding is fine
         raise ValueError(f"the grid already ends at sigma={sig[-1]:.4g} (t={ts[-1]:g}); final_sigmas_type="
                          f"{final!r} would not be a further step")
     return Grid(t=np.append(ts, 0.0), sigma=np.append(sig, end_sigma))

@@ -84,6 +84,17 @@ MIN_SNR_GAMMA = 5.0
 SAMPLE_GUIDANCE = 3.0
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def log(msg: str) -> None:
     print(time.strftime("%H:%M:%S ") + msg, flush=True)
 
@@ -229,6 +240,7 @@ def export(net_for_export, ema: EMA, out: Path, stats: dict, license_file: Path)
     if tmp.exists():
         shutil.rmtree(tmp)
     save_pretrained(net_for_export, tmp, scheduler_config=SCHEDULER_CONFIG, dtype=torch.float16)
+    os.chmod(tmp / "diffusion_pytorch_model.safetensors", 0o644)  # safetensors writes it 0600
     if license_file.is_file():
         shutil.copyfile(license_file, tmp / "LICENSE.txt")
     (tmp / "README.md").write_text(model_card(stats))
@@ -264,7 +276,7 @@ def parse_args(argv=None):
     ap.add_argument("--ckpt-minutes", type=float, default=5)
     ap.add_argument("--export-minutes", type=float, default=10)
     ap.add_argument("--sample-minutes", type=float, default=10)
-    ap.add_argument("--sample-steps", type=int, default=50)
+    ap.add_argument("--sample-steps", type=int, default=25, help="DDIM steps of the periodic grids")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="continue from WORKDIR/checkpoint.pt")
     args = ap.parse_args(argv)
@@ -321,7 +333,7 @@ def main(argv=None):
         log(f"resumed from {ckpt_path} at step {step} ({trained_seconds / 60:.1f} min trained)")
 
     hardware = (f"CUDA {torch.cuda.get_device_name(device)}" if device.type == "cuda"
-                else f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} thread(s)")
+                else f"CPU ({cpu_name()}), {torch.get_num_threads()} thread(s)")
     log(f"{n_params / 1e6:.2f} M params, {len(data.x)} images, {data.num_classes} classes, device {device}, "
         f"{hardware}, batch {args.batch_size}, exact target {bool(args.exact_target)}")
 
@@ -343,7 +355,7 @@ def main(argv=None):
         ema.copy_to(export_net)
         rows = list(range(data.num_classes))
         grid = sample_grid(export_net, data.categories, SCHEDULER_CONFIG, args.sample_steps, SAMPLE_GUIDANCE,
-                           per_class=6, rows=rows, seed=args.seed)
+                           per_class=4, rows=rows, seed=args.seed)
         path = workdir / "samples" / f"step_{step:06d}.png"
         save_png(grid, path)
         log(f"samples -> {path} ({time.perf_counter() - t0:.1f} s)")
@@ -392,7 +404,7 @@ def main(argv=None):
         ema.update(net, step)
         step += 1
         trained_seconds += time.perf_counter() - t_step
-        lv = float(loss)
+        lv = loss.item()
         if not math.isfinite(lv):
             raise FloatingPointError(f"loss is {lv} at step {step}; lower --lr")
         loss_avg = lv if loss_avg is None else 0.98 * loss_avg + 0.02 * lv

@@ -1,0 +1,407 @@
+"""The sampler lab's Gradio app: stream every denoising step, compare samplers from the same noise.
+
+    python app.py            # host/port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 7860)
+
+The page only draws controls; validation, models and the sampling loops live in ``runner.py``.
+Controls are generated from the sampler registry (``samplers.OPTIONS`` and each method's
+options and choices), so a newly registered sampler shows up with its own controls.
+Named API endpoints: ``/generate`` and ``/compare`` (see README).
+"""
+from __future__ import annotations
+
+# ZeroGPU wants `spaces` imported before torch; elsewhere the package is absent and nothing changes.
+try:
+    import spaces  # noqa: F401
+except ImportError:
+    spaces = None
+
+import inspect
+import random
+
+import gradio as gr
+
+import runner
+import samplers
+
+TITLE = "Sampler Lab"
+CSS = """
+#preview img, #compare-preview img, .pixelated img { image-rendering: pixelated; }
+.hint { opacity: 0.75; font-size: 0.9em; }
+"""
+THEME = gr.themes.Soft()
+ROW_FIELDS = ("sampler", "steps", "order", "eta", "spacing")   # the controls of one compare set-up
+DEFAULT_ROWS = ("ddim", "unipc", "ipndm", "euler", "dpm++2s-a", "plms")
+
+
+def gpu(duration_of):
+    """spaces.GPU(duration=...) on ZeroGPU; the function itself everywhere else."""
+    if spaces is None or not hasattr(spaces, "GPU"):
+        return lambda fn: fn
+    return spaces.GPU(duration=duration_of)
+
+
+def named(fn, names):
+    """Give a ``*values`` handler a signature with one named parameter per input (the API's keyword names)."""
+    fn.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for n in names])
+    return fn
+
+
+def _errors_as_gradio(exc: Exception):
+    # ValueError / FileNotFoundError carry "what is wrong and what is allowed" already
+    return gr.Error(str(exc), title="Invalid request" if isinstance(exc, ValueError) else "Not found")
+
+
+# ---------------------------------------------------------------------------------------------
+# Controls built from the registry
+
+
+def option_component(option: samplers.Option):
+    """A control whose empty value (None) means "this sampler's own default"."""
+    label = runner.param_name(option.name)
+    common = dict(label=label, info=option.help, value=None, visible=False)
+    choices = runner.option_choices(option)
+    if option.kind is bool:
+        return gr.Radio(choices=[("on", True), ("off", False)], **common)
+    if option.kind is str and choices is not None:
+        return gr.Dropdown(choices=list(choices), **common)
+    if option.kind is int and choices is not None:
+        return gr.Radio(choices=list(choices), **common)
+    if option.kind is list:
+        return gr.Textbox(placeholder="descending train timesteps, e.g. 999, 700, 400, 100", **common)
+    return gr.Number(minimum=option.low, maximum=option.high, precision=0 if option.kind is int else None,
+                     step=1 if option.kind is int else 0.05, **common)
+
+
+def sampler_choices():
+    return [(f"{d['title']}  [{d['name']}]", d["name"]) for d in samplers.describe()]
+
+
+def sampler_summary(name: str, steps) -> str:
+    m = samplers.REGISTRY.get(name)
+    if m is None:
+        return ""
+    kind = "stochastic (for some settings)" if m.stochastic else "deterministic"
+    return f"**{m.title}** — {m.paper}. Order {m.order}, {kind}."
+
+
+def option_updates(info: runner.ModelInfo | None, method_name: str, options: list[samplers.Option]):
+    """Visibility, narrowed choices and this model's default value for every option control."""
+    applies = runner.method_applies(method_name) if method_name in samplers.REGISTRY else set()
+    defaults = {}
+    if info is not None and method_name in samplers.REGISTRY:
+        try:
+            defaults = runner.default_options(info, method_name)
+        except ValueError:
+            defaults = {}
+    updates = []
+    for o in options:
+        if o.name not in applies:
+            updates.append(gr.update(visible=False, value=None))
+            continue
+        kw = dict(visible=True, value=runner._jsonable(defaults.get(o.name)))
+        choices = runner.option_choices(o, method_name)
+        if choices is not None and o.kind is not bool:
+            kw["choices"] = list(choices)
+        updates.append(gr.update(**kw))
+    unused = [runner.param_name(o.name) for o in options if o.name not in applies]
+    main = [n for n in unused if runner.OPTION_OF_PARAM.get(n, n) in runner.MAIN_OPTIONS]
+    hint = ""
+    if unused:
+        hint = f"Hidden because {method_name} does not use them: {', '.join(main) or 'no main option'}"
+        hint += f" and {len(unused) - len(main)} more." if len(unused) > len(main) else "."
+    return updates, hint
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+
+
+def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
+    limits = limits or runner.Limits.from_env()
+    options = runner.request_options()
+    start_model, start_notice = runner.initial_model()
+    choices = runner.model_choices()
+    gen_params = runner.generate_params()
+
+    with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as demo:
+        gr.Markdown(f"# {TITLE}\nWatch a diffusion sampler denoise step by step, and compare samplers from the "
+                    "same noise. Every control maps to the `samplers` package: the run's settings and the "
+                    "Python that repeats it are shown under each result.")
+        notice = gr.Markdown(f"⚠️ {start_notice}" if start_notice else "", visible=bool(start_notice))
+        with gr.Row():
+            model = gr.Dropdown(choices=choices, value=start_model, label="model",
+                                allow_custom_value=runner.allow_any_hub_model(), scale=2,
+                                info="embedded, analytic (exact answers) or allow-listed hub models")
+            model_info = gr.Markdown(runner.model_description(start_model), elem_classes="hint")
+        with gr.Row(visible=False) as cond_row:
+            class_label = gr.Dropdown(choices=[], value=None, label="class_label", info="which class to draw")
+            guidance_scale = gr.Number(value=None, minimum=0, maximum=20, step=0.5, label="guidance_scale",
+                                       info="classifier-free guidance: 1 = off")
+            guidance_rescale = gr.Number(value=None, minimum=0, maximum=1, step=0.05, label="guidance_rescale",
+                                         info="pull the guided output's std back to the conditional one's (~0.7)")
+        zero_snr = gr.Checkbox(value=False, label="rescale_betas_zero_snr", visible=False,
+                               info="zero terminal SNR (Lin et al.): for v-prediction models trained with it")
+
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                gen = _generate_tab(limits, options)
+            with gr.Tab("Compare", id="compare"):
+                cmp = _compare_tab(limits)
+            # Later tabs ("Schedule", "2-D", "Error vs steps") go here: each reads `model` and the
+            # conditioning controls above and puts its model work in the "model" concurrency group.
+
+        gr.Markdown(f"Limits on this machine: {limits.describe()}. Set MAX_STEPS, MAX_NFE, MAX_IMAGES, MAX_POINTS, "
+                    "MAX_COMPARE, MAX_RESOLUTION, REFERENCE_STEPS, QUEUE_SIZE, MAX_CONCURRENCY, PREVIEW_FPS to change "
+                    "them.", elem_classes="hint")
+
+        # -- model: conditioning controls, option defaults of both tabs
+        row_outputs = [c for row in cmp["rows"] for c in (row["order"], row["eta"], row["spacing"])]
+
+        def model_changed(model_name, sampler_name, *row_samplers):
+            try:
+                name = runner.check_model(model_name)
+                _, info = runner.load_model(name, limits)
+            except (ValueError, FileNotFoundError, OSError) as exc:
+                skip = [gr.skip()] * (9 + len(options) + len(row_outputs))
+                return [gr.update(value=f"⚠️ {exc}", visible=True)] + skip
+            text = f"**{info.loaded}** — {runner.model_description(info.loaded)}; predicts {info.prediction_type}"
+            text += f"; samples of shape {list(info.event_shape)}"
+            label_choices = (["none"] + list(info.classes)) if info.classes else []
+            updates, hint = option_updates(info, sampler_name, options)
+            rows = []
+            for s in row_samplers:
+                rows.extend(_row_updates(info, s))
+            count_label = "points" if info.kind == "points" else "images"
+            count_max = limits.max_points if info.kind == "points" else limits.max_images
+            count_value = min(500, count_max) if info.kind == "points" else 1
+            return [
+                gr.update(value=f"⚠️ {info.notice}" if info.notice else "", visible=bool(info.notice)),
+                gr.update(value=text),
+                gr.update(visible=info.classes is not None),
+                gr.update(choices=label_choices, value=info.default_class if info.classes else None),
+                gr.update(value=info.default_guidance if info.guidance else None, visible=info.guidance),
+                gr.update(value=0.0 if info.guidance else None, visible=info.guidance),
+                gr.update(visible=info.prediction_type == "v_prediction", value=False),
+                gr.update(label=f"num_images ({count_label})", maximum=count_max, value=count_value),
+                gr.update(label=f"num_images per set-up ({count_label})", maximum=count_max,
+                          value=min(count_value, 200)),
+                *updates, gr.update(value=hint), *rows]
+
+        model_outputs = [notice, model_info, cond_row, class_label, guidance_scale, guidance_rescale, zero_snr,
+                         gen["num_images"], cmp["num_images"], *gen["options"], gen["hint"], *row_outputs]
+        model_inputs = [model, gen["sampler"]] + [row["sampler"] for row in cmp["rows"]]
+        model.change(model_changed, model_inputs, model_outputs, api_visibility="private", show_progress="hidden")
+        demo.load(model_changed, model_inputs, model_outputs, api_visibility="private", show_progress="hidden")
+
+        # -- generate
+        def sampler_changed(model_name, sampler_name, steps):
+            info = _info_or_none(model_name, limits)
+            updates, hint = option_updates(info, sampler_name, options)
+            return [gr.update(value=sampler_summary(sampler_name, steps)), *updates, gr.update(value=hint)]
+
+        gen["sampler"].change(sampler_changed, [model, gen["sampler"], gen["steps"]],
+                              [gen["summary"], *gen["options"], gen["hint"]], api_visibility="private",
+                              show_progress="hidden")
+
+        def generate(*values):
+            try:
+                request = runner.parse_generate(dict(zip(gen_params, values)), limits)
+                last_preview = None
+                for p in runner.in_background(lambda: runner.generate(request, limits)):
+                    if p.preview is not None:
+                        last_preview = p.preview
+                    if not p.done:
+                        yield (p.preview if p.preview is not None else gr.skip(), p.status(), gr.skip(),
+                               gr.skip(), gr.skip())
+                        continue
+                    captions = [f"{request.setup.sampler} · seed {request.seed} · #{i}" for i in range(len(p.images))]
+                    notice_text = f"\n\n⚠️ {p.info['notice']}" if p.info.get("notice") else ""
+                    yield (last_preview, p.status() + " · done" + notice_text, list(zip(p.images, captions)),
+                           {k: v for k, v in p.info.items() if k not in ("code",)}, p.info["code"])
+            except (ValueError, FileNotFoundError) as exc:
+                raise _errors_as_gradio(exc) from None
+
+        generate = named(gpu(lambda *v: runner.generate_gpu_seconds(dict(zip(gen_params, v)), limits))(generate),
+                         gen_params)
+        gen_inputs = [model, gen["sampler"], gen["steps"], gen["seed"], gen["num_images"], class_label,
+                      guidance_scale, guidance_rescale, zero_snr, *gen["options"]]
+        gen_event = gen["run"].click(
+            generate, gen_inputs, [gen["preview"], gen["status"], gen["gallery"], gen["settings"], gen["code"]],
+            api_name="generate", concurrency_id="model", concurrency_limit=limits.concurrency, preprocess=False,
+            show_progress="minimal", show_progress_on=gen["status"],
+            api_description="Sample with one sampler, streaming the noisy sample | predicted x0 preview, "
+                            "step i/N, NFE, t and sigma after every model evaluation.")
+        gen["stop"].click(None, None, None, cancels=[gen_event], api_visibility="private")
+        gen["dice"].click(lambda: random.randint(0, 2**31 - 1), None, gen["seed"], api_visibility="private",
+                          queue=False)
+
+        # -- compare
+        for row in cmp["rows"]:
+            row["sampler"].change(lambda m, s: _row_updates(_info_or_none(m, limits), s), [model, row["sampler"]],
+                                  [row["order"], row["eta"], row["spacing"]], api_visibility="private",
+                                  show_progress="hidden")
+
+        def show_rows(count):
+            return [gr.update(visible=i < int(count or 0)) for i in range(limits.max_compare)]
+
+        cmp["count"].change(show_rows, cmp["count"], [row["box"] for row in cmp["rows"]], api_visibility="private",
+                            queue=False)
+
+        def collect(count, *values):
+            setups = []
+            for i in range(int(count or 0)):
+                entry = dict(zip(ROW_FIELDS, values[i * len(ROW_FIELDS):(i + 1) * len(ROW_FIELDS)]))
+                setups.append({k: v for k, v in entry.items() if v is not None and v != ""})
+            return setups
+
+        compare_params = list(runner.COMPARE_PARAMS)
+
+        def compare(*values):
+            try:
+                request = runner.parse_compare(dict(zip(compare_params, values)), limits)
+                for p in runner.in_background(lambda: runner.compare(request, limits)):
+                    if not p.done:
+                        yield (p.preview if p.preview is not None else gr.skip(), p.message, gr.skip(),
+                               gr.skip(), gr.skip())
+                        continue
+                    gallery = []
+                    for r, pics in zip(p.results, p.images):
+                        dist = "" if r["distance"] is None else f" · d={r['distance']:.4g}"
+                        gallery += [(img, f"{r['setup']}: {r['label']} · NFE {r['nfe']} · {r['seconds']:.2f} s{dist}")
+                                    for img in pics]
+                    table = [[r["setup"], r["label"], r["nfe"], r["seconds"], r["distance"]] for r in p.results]
+                    note = f"done in {p.seconds:.2f} s (batched)"
+                    if p.info.get("reference"):
+                        note += f"; distance d = RMS difference to {p.info['reference']}"
+                    if p.info.get("notice"):
+                        note += f"\n\n⚠️ {p.info['notice']}"
+                    yield p.preview, note, gallery, table, p.info
+            except (ValueError, FileNotFoundError) as exc:
+                raise _errors_as_gradio(exc) from None
+
+        compare = named(gpu(lambda *v: runner.compare_gpu_seconds(dict(zip(compare_params, v)), limits))(compare),
+                        compare_params)
+        row_values = [row[f] for row in cmp["rows"] for f in ROW_FIELDS]
+        collected = cmp["run"].click(collect, [cmp["count"], *row_values], cmp["setups"], api_visibility="private",
+                                     queue=False)
+        cmp_event = collected.success(
+            compare, [model, cmp["setups"], cmp["seed"], cmp["num_images"], class_label, guidance_scale,
+                      guidance_rescale, zero_snr, cmp["reference"]],
+            [cmp["preview"], cmp["status"], cmp["gallery"], cmp["table"], cmp["info"]],
+            api_name="compare", concurrency_id="model", concurrency_limit=limits.concurrency, preprocess=False,
+            show_progress="minimal", show_progress_on=cmp["status"],
+            api_description="Run up to MAX_COMPARE sampler set-ups from the same noise, batched through the "
+                            "network; returns the images, NFE, time and distance to a reference per set-up.")
+        cmp["stop"].click(None, None, None, cancels=[cmp_event], api_visibility="private")
+        cmp["dice"].click(lambda: random.randint(0, 2**31 - 1), None, cmp["seed"], api_visibility="private",
+                          queue=False)
+    demo.limits = limits
+    return demo
+
+
+def _info_or_none(model_name, limits):
+    try:
+        return runner.load_model(runner.check_model(model_name), limits)[1]
+    except (ValueError, FileNotFoundError, OSError):
+        return None
+
+
+def _row_updates(info, method_name):
+    """order / eta / spacing of one compare row: shown only when the sampler uses them, at its defaults."""
+    opts = [samplers.OPTIONS[n] for n in ("solver_order", "eta", "spacing")]
+    updates, _ = option_updates(info, method_name, opts)
+    return updates
+
+
+def _generate_tab(limits: runner.Limits, options):
+    names = list(samplers.REGISTRY)
+    first = "ddim" if "ddim" in names else names[0]
+    with gr.Row():
+        with gr.Column(scale=2, min_width=320):
+            sampler = gr.Dropdown(choices=sampler_choices(), value=first, label="sampler")
+            summary = gr.Markdown(sampler_summary(first, 20), elem_classes="hint")
+            steps = gr.Slider(1, limits.max_steps, value=25, step=1, label="steps")
+            with gr.Row():
+                seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=4)
+                dice = gr.Button("random seed", scale=1, min_width=60)
+            num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="num_images")
+            main = [o for o in options if o.name in runner.MAIN_OPTIONS]
+            more = [o for o in options if o.name not in runner.MAIN_OPTIONS]
+            comps = {}
+            for o in main:
+                comps[o.name] = option_component(o)
+            with gr.Accordion("More sampler options", open=False):
+                for o in more:
+                    comps[o.name] = option_component(o)
+            hint = gr.Markdown("", elem_classes="hint")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", elem_id="generate-button")
+                stop = gr.Button("Stop", variant="stop", elem_id="generate-stop")
+        with gr.Column(scale=3):
+            preview = gr.Image(label="noisy sample | predicted x0", format="jpeg", interactive=False,
+                               elem_id="preview", height=300)
+            status = gr.Markdown("Press Generate.", elem_id="generate-status")
+            gallery = gr.Gallery(label="final images (PNG)", format="png", columns=4, height=280, preview=False,
+                                 buttons=["download", "fullscreen"], elem_classes="pixelated", object_fit="contain")
+            with gr.Accordion("Settings of this run (seed and every option) and the Python that repeats it",
+                              open=False):
+                settings = gr.JSON(label="settings")
+                code = gr.Code(language="python", label="repeat with the samplers package")
+    gr.Examples(examples=[["ddim", 25, 0], ["unipc", 10, 1], ["ddpm", 100, 2]] if "unipc" in names
+                else [["ddim", 25, 0], ["ddpm", 100, 2]],
+                inputs=[sampler, steps, seed], cache_examples=False, label="Try")
+    return dict(sampler=sampler, summary=summary, steps=steps, seed=seed, dice=dice, num_images=num_images,
+                options=[comps[o.name] for o in options], hint=hint, run=run, stop=stop, preview=preview,
+                status=status, gallery=gallery, settings=settings, code=code)
+
+
+def _compare_tab(limits: runner.Limits):
+    names = list(samplers.REGISTRY)
+    wanted = [n for n in DEFAULT_ROWS if n in names] + [n for n in names if n not in DEFAULT_ROWS]
+    gr.Markdown("Each set-up starts from the same noise. Evaluations that fall in the same round go through "
+                "the network as one batch, with per-row timesteps; each result equals its solo run.",
+                elem_classes="hint")
+    count = gr.Slider(1, limits.max_compare, value=min(4, limits.max_compare), step=1, label="set-ups")
+    rows = []
+    for i in range(limits.max_compare):
+        with gr.Row(visible=i < min(4, limits.max_compare)) as box:
+            sampler = gr.Dropdown(choices=sampler_choices(), value=wanted[i % len(wanted)], label=f"{i + 1}: sampler",
+                                  scale=3)
+            steps = gr.Number(value=10, precision=0, minimum=1, maximum=limits.max_steps, label="steps", scale=1)
+            order = option_component(samplers.OPTIONS["solver_order"])
+            eta = option_component(samplers.OPTIONS["eta"])
+            spacing = option_component(samplers.OPTIONS["spacing"])
+        rows.append(dict(box=box, sampler=sampler, steps=steps, order=order, eta=eta, spacing=spacing))
+    with gr.Row():
+        seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=4)
+        dice = gr.Button("random seed", scale=1, min_width=60)
+        num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="num_images per set-up", scale=4)
+        reference = gr.Checkbox(value=False, label="distance to a reference",
+                                info="exact for the Gaussian; else a many-step solve, cached per model and seed")
+    with gr.Row():
+        run = gr.Button("Compare", variant="primary", elem_id="compare-button")
+        stop = gr.Button("Stop", variant="stop", elem_id="compare-stop")
+    preview = gr.Image(label="one row per set-up: noisy sample | predicted x0", format="jpeg", interactive=False,
+                       elem_id="compare-preview")
+    status = gr.Markdown("")
+    gallery = gr.Gallery(label="final images (PNG)", format="png", columns=6, height=300, preview=False,
+                         buttons=["download", "fullscreen"], elem_classes="pixelated", object_fit="contain")
+    table = gr.Dataframe(headers=["set-up", "sampler", "NFE", "seconds", "distance"], interactive=False,
+                         label="results")
+    with gr.Accordion("Details (JSON): the set-ups as /compare takes them, and the results", open=False):
+        setups = gr.JSON(label="setups", value=[])
+        info = gr.JSON(label="results")
+    return dict(count=count, rows=rows, seed=seed, dice=dice, num_images=num_images, reference=reference, run=run,
+                stop=stop, preview=preview, status=status, gallery=gallery, table=table, setups=setups, info=info)
+
+
+def launch(demo: gr.Blocks, **kwargs):
+    """Queue (one concurrency id for model work, bounded) and launch with the app's theme and CSS."""
+    limits = getattr(demo, "limits", None) or runner.Limits.from_env()
+    demo.queue(max_size=limits.queue_size, default_concurrency_limit=limits.concurrency)
+    return demo.launch(theme=THEME, css=CSS, **kwargs)
+
+
+if __name__ == "__main__":
+    launch(build_app())

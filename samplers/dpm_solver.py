@@ -1,0 +1,677 @@
+"""The DPM-Solver family (Lu et al. 2022, "DPM-Solver" arXiv:2206.00927 and "DPM-Solver++"
+arXiv:2211.01095): exponential integrators in lambda = log(alpha / sigma).
+
+The math is written once.  A step from lambda_s to lambda_t = lambda_s + h keeps the linear
+part of the diffusion ODE exact and integrates the model term against a kernel:
+
+  data form   (x0 prediction, DPM-Solver++):  x_t = decay x_s + alpha_t  int_0^h c e^{-c(h-u)} x0(u) du
+  noise form  (eps prediction, DPM-Solver):   x_t = decay x_s - sigma_t int_0^h c e^{(h-u)}  eps(u) du
+
+(``transfer``: ODE c = 1; the SDE variants have c = 1 + eta for the data form and c = 2 for the
+noise form, plus fresh noise).  Expanding the model term in a Taylor series around the step's
+start gives the weights W_k = integral of kernel * u^k / k! (closed forms with the phi functions),
+and a method only decides which past or intermediate evaluations estimate f, f', f''
+(``update_weights``: linear or quadratic interpolation through the nodes).  Every method below
+turns that into ``x_next = decay * x_start + sum_j c_j * m_j (+ std * z)`` with the scalars
+precomputed in float64 before the loop.
+
+Registered methods
+- ``dpm-solver`` (multistep; diffusers' DPMSolverMultistepScheduler with all its options; default
+  algorithm ``dpmsolver``, the noise form of the paper), aliases with other defaults:
+  ``dpm-solver++`` (dpmsolver++), ``sde-dpm-solver++`` (sde-dpmsolver++), and the k-diffusion /
+  ComfyUI names ``dpm++2m-sde`` and ``dpm++3m-sde`` (sde-dpmsolver++ of order 2 / 3, Karras grid,
+  fractional model timesteps, k-diffusion's third-order weights and warm-up).
+- ``dpm-solver-singlestep`` (diffusers' DPMSolverSinglestepScheduler: groups of 1-3 grid intervals
+  make one single-step update whose intermediate points are the grid points inside the group).
+- ``dpm-solver-fast`` (the paper's DPM-Solver-fast: singlestep orders 3,...,3 then 2/1 so that the
+  evaluations are exactly ``steps``; steps uniform in lambda; intermediate points at r = 1/2 or
+  1/3, 2/3 of a step, evaluated at fractional timesteps).
+- ``dpm-solver-adaptive`` (the paper's DPM-Solver-12 / -23 with error control, rtol / atol).
+  Its step count is not known in advance: ``steps`` is an upper bound on model evaluations (the
+  reported ``nfe`` is that bound; a run usually stops earlier).  When the remaining budget
+  covers only one more step, that step goes to the end and is accepted whatever its error, so
+  every run terminates at the end point within ``steps`` evaluations.  All rows of a batch share
+  one step size (the paper's rule: the largest error in the batch decides).  Unlike the
+  reference code, a rejected step reuses the model value at its start (one evaluation fewer).
+  fast and adaptive end at t = 0 (sigma_min) as in the paper, without a final denoising step.
+
+Third-order weights (option ``third_order``).  With the second divided difference
+D2 = h^2 f''/2 of the multistep method, the Taylor weight of D2 is 2 W_2 / h^2, but Lu et al.'s
+reference code, diffusers and k-diffusion use W_2 / h^2: their "3M" is second-order accurate
+(measured on Gaussian data in tests/test_dpm_solver.py: slope ~2 vs ~3 with ``taylor``).  The
+single-step third-order update (D2 = h^2 f'') has the Taylor weight everywhere.  diffusers'
+sde-dpmsolver++ third-order updates (multistep and single-step "heun") further add
+-alpha_t * D2 (a sign slip inside its phi_3 analogue); k-diffusion's dpmpp_3m_sde does not.
+``third_order='diffusers'`` reproduces diffusers 0.42 exactly (default for the diffusers-mirroring
+methods), ``'reference'`` is Lu et al.'s code / k-diffusion (default of dpm++3m-sde), ``'taylor'``
+has the exact Taylor weights (true third order).
+
+k-diffusion's dpmpp_2m_sde / dpmpp_3m_sde versus diffusers' sde-dpmsolver++ (what users notice):
+the deterministic updates agree (2M midpoint weights, same final "return the denoised" step),
+but (1) k-diffusion feeds the network the fractional timestep of each Karras sigma while
+diffusers rounds it (``round_timesteps``); (2) k-diffusion/ComfyUI draw the noise from a Brownian
+tree, so the same seed gives a different (equally distributed) image than diffusers' per-step
+randn, which is what we draw; (3) for 3M, diffusers' D2 sign slip above changes the image
+visibly at few steps, diffusers warms up with a "midpoint" second-order step where k-diffusion
+uses the "heun" one, and diffusers' lower_order_final drops to order 2 on the second-to-last
+step when steps < 15.  ``dpm++2m-sde`` / ``dpm++3m-sde`` follow k-diffusion in all but the
+Brownian-tree noise; ``eta`` (k-diffusion's noise amount; 1 = the SDE, 0 = its ODE limit) applies
+to sde-dpmsolver++.
+
+diffusers breakages we avoid (diffusers 0.42.1):
+- Karras / Lu grids whose model timesteps repeat at the start (squaredcos_cap_v2 truncates
+  fractional timesteps; zero-SNR Karras grids from about 50 steps) make ``index_for_timestep``
+  skip a step and raise IndexError at the end (diffusers #12771, #5687).  We never look a step
+  up by its timestep: the run is finite and equals diffusers with ``set_begin_index(0)``.
+- Grids that end at sigma_min twice (karras / lu / exponential with final_sigmas_type
+  "sigma_min") make the last step zero-length; solver_type "heun" then computes 0/0 = NaN.
+  Our weights are written without dividing by h: the step is the identity.
+- DPMSolverSinglestepScheduler with algorithm_type "dpmsolver" and thresholding indexes
+  alpha_t with None and raises; multistep "sde-dpmsolver" with solver_order 3 raises
+  UnboundLocalError.  Both work here.
+- "dpmsolver" with final_sigmas_type "zero" is refused by diffusers; here the last step is the
+  exact limit (the noise-form weights are written with sigma_t e^h = alpha_t sigma_s / alpha_s),
+  i.e. it returns the predicted x0 as the data form does.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import diffusers_config
+from . import ddim as _ddim  # noqa: F401  (declares the shared ``eta`` option)
+from .core import GRID_OPTIONS, Eval, Method, Option, add_options, register
+from .grids import Grid, custom_timesteps, karras_sigmas, logsnr_sigmas
+from .schedule import vp_coefficients
+
+ALGORITHMS = ("dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++")
+THRESHOLD_OPTIONS = ("thresholding", "dynamic_thresholding_ratio", "sample_max_value")
+TABLE_SPACINGS = ("leading", "linspace", "trailing")
+
+add_options(
+    Option("lambda_min", None, "clip table grids so they start where lambda = log(alpha/sigma) >= this "
+           "(diffusers' lambda_min_clipped, e.g. -5.1 for cosine schedules); None = no clipping", float,
+           low=-100.0, high=100.0, nullable=True),
+    Option("timestep_rounding", "round", "how round_timesteps makes the model's timestep an integer: 'round' "
+           "(diffusers' karras / lu-lambda grids) or 'floor' (diffusers' exponential grids and karras / lu on "
+           "squaredcos_cap_v2, which cast to int)", str, ("round", "floor")),
+    Option("third_order", "diffusers", "weights of the third-order updates: 'diffusers' (diffusers 0.42 as is), "
+           "'reference' (Lu et al.'s code and k-diffusion; their multistep 3M is only second-order accurate), "
+           "'taylor' (exact Taylor weights: third order)", str, ("diffusers", "reference", "taylor")),
+    Option("rtol", 0.05, "relative tolerance of the adaptive step-size control", float, low=1e-6, high=1.0),
+    Option("atol", 0.0078, "absolute tolerance of the adaptive step-size control (data in [-1, 1])", float,
+           low=1e-8, high=1.0),
+)
+
+
+# ============================================================================================
+# The exponential-integrator weights.
+def lam_of(k: float) -> float:
+    """lambda = log(alpha / sigma) = -log(k) of k-sigma k (inf at k = 0)."""
+    return math.inf if k == 0 else (-math.inf if math.isinf(k) else -math.log(k))
+
+
+def phi(j: int, z: float) -> float:
+    """phi_j(z) = sum_i z^i / (i + j)!  (phi_0 = e^z); series near 0 where the closed form cancels."""
+    if abs(z) < 1.0:
+        term, total = 1.0 / math.factorial(j), 0.0
+        for i in range(30):
+            total += term
+            term *= z / (i + j + 1)
+        return total
+    head = sum(z**i / math.factorial(i) for i in range(j))
+    return (math.exp(z) - head) / z**j
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One step from noise level k_s to k_t: x_t = decay x_s + sum_k w[k] f^(k)(start) + noise z."""
+    decay: float
+    w: tuple            # (W0, W1, W2): Taylor weights of the model term; inf where lambda_t = inf
+    noise: float        # std of the fresh Gaussian noise (SDE forms)
+    h: float            # lambda_t - lambda_s
+    alpha_t: float
+
+
+def is_data_form(algorithm: str) -> bool:
+    return algorithm in ("dpmsolver++", "sde-dpmsolver++")
+
+
+def transfer(algorithm: str, k_s: float, k_t: float, eta: float = 1.0) -> Transfer:
+    a_s, s_s = vp_coefficients(k_s)
+    a_t, s_t = vp_coefficients(k_t)
+    h = lam_of(k_t) - lam_of(k_s)
+    sde = algorithm.startswith("sde")
+    if is_data_form(algorithm):
+        c = 1.0 + eta if sde else 1.0
+        if k_t == 0:  # lambda_t = inf: the step lands on the predicted x0 itself
+            return Transfer(0.0, (a_t, math.inf, math.inf), 0.0, h, a_t)
+        w = tuple(a_t * c * h ** (j + 1) * phi(j + 1, -c * h) for j in range(3))
+        noise = s_t * math.sqrt(-math.expm1(-2 * (c - 1) * h)) if sde else 0.0
+        return Transfer(s_t / s_s * math.exp(-(c - 1) * h), w, noise, h, a_t)
+    c = 2.0 if sde else 1.0
+    st_eh = a_t * s_s / a_s        # sigma_t * e^h, finite even when sigma_t = 0
+    if k_t == 0:
+        return Transfer(a_t / a_s, (-c * st_eh, math.inf, math.inf), 0.0, h, a_t)
+    # sigma_t c h^(j+1) phi_(j+1)(h) = c sigma_t e^h int_0^h e^-u u^j/j! du; the latter by series for small h
+    w = tuple(-c * s_t * h ** (j + 1) * phi(j + 1, h) for j in range(3))
+    noise = math.sqrt(max(st_eh * st_eh - s_t * s_t, 0.0)) if sde else 0.0
+    return Transfer(a_t / a_s, w, noise, h, a_t)
+
+
+def update_weights(tr: Transfer, offsets, rule: str = "heun", d2_scale: float = 1.0,
+                   d2_slip: bool = False) -> list[float]:
+    """Coefficients of the model values at ``offsets`` (lambda offsets from the expansion point,
+    the first one 0) so that the step is ``decay * x + sum_j c_j m_j``.
+
+    One node: first order.  Two nodes: f' from the linear interpolant; ``rule`` 'heun' weighs it
+    with W1 (its Taylor weight), 'midpoint' with W0 h / 2 (the DPM-Solver-2 form).  Three nodes:
+    f', f'' from the quadratic interpolant, f'' weighed with d2_scale * W2 (0.5 = the reference
+    codes' multistep weight), minus d2_scale alpha_t h^2 with ``d2_slip`` (diffusers' SDE slip).
+    """
+    w0, w1, w2 = tr.w
+    n = len(offsets)
+    if n == 1:
+        return [w0]
+    if not (math.isfinite(w1) and math.isfinite(w2)):
+        raise RuntimeError("higher-order update towards lambda = inf")  # programs use order 1 there
+    if n == 2:
+        u = offsets[1]
+        g = w1 if rule == "heun" else 0.5 * w0 * tr.h
+        return [w0 - g / u, g / u]
+    _, u1, u2 = offsets
+    # derivatives at 0 of the Lagrange basis through (0, u1, u2)
+    d1 = [-(u1 + u2) / (u1 * u2), -u2 / (u1 * (u1 - u2)), -u1 / (u2 * (u2 - u1))]
+    d2 = [2 / (u1 * u2), 2 / (u1 * (u1 - u2)), 2 / (u2 * (u2 - u1))]
+    g2 = d2_scale * (w2 - (tr.alpha_t * tr.h * tr.h if d2_slip else 0.0))
+    return [(w0 if j == 0 else 0.0) + w1 * d1[j] + g2 * d2[j] for j in range(3)]
+
+
+def model_value(sampler, pred, x, k: float, data: bool):
+    """What the solver integrates: x0 (data form) or eps (noise form), after thresholding."""
+    x0 = sampler.x0_processed(pred.x0)
+    if data:
+        return x0
+    if x0 is pred.x0:
+        return pred.eps
+    alpha, sigma = vp_coefficients(k)
+    return (x - alpha * x0) / sigma   # eps consistent with the thresholded x0 (as diffusers)
+
+
+# ============================================================================================
+# Grids.
+def _clean_sigmas(schedule, sigma: np.ndarray) -> np.ndarray:
+    # a zero-SNR table has k = inf at its last step: diffusers clamps alphas_cumprod there
+    return np.where(np.isinf(sigma), schedule.sigma_max, sigma)
+
+
+def clipped_table(schedule, spacing: str, steps: int, lambda_min: float, steps_offset: int) -> np.ndarray:
+    """diffusers' DPM timestep tables with lambda_min_clipped: the table ends where lambda < lambda_min."""
+    T = schedule.num_train_timesteps
+    lam = -log_sigma_table(schedule)
+    last = T - int(np.sum(lam < lambda_min))
+    if last < 2:
+        raise ValueError(f"lambda_min={lambda_min} clips the whole schedule (lambda ranges "
+                         f"{lam.min():.3g}..{lam.max():.3g})")
+    if spacing == "linspace":
+        ts = np.linspace(0, last - 1, steps + 1).round()[::-1][:-1]
+    elif spacing == "leading":
+        ratio = last // (steps + 1)
+        ts = (np.arange(steps + 1) * ratio)[::-1][:-1] + steps_offset
+    else:  # trailing: diffusers steps by T / N from the clipped end, which may give fewer points
+        ts = np.round(np.arange(last, 0, -T / steps)) - 1
+    ts = ts.astype(np.float64)
+    if len(np.unique(ts)) != len(ts):
+        raise ValueError(f"steps={steps} is too many for spacing={spacing!r} with lambda_min={lambda_min}: "
+                         f"timesteps would repeat")
+    return custom_timesteps(ts, T)
+
+
+def log_sigma_table(schedule) -> np.ndarray:
+    """log k per train step as diffusers' DPM schedulers see it: clamped (alphas_cumprod >= 2^-24) only
+    for zero-SNR schedules.  (NoiseSchedule clamps every schedule; squaredcos_cap_v2 ends at
+    alphas_cumprod 2.4e-9, so its sigma_max would be 4096 instead of diffusers' 20291.)"""
+    if schedule.rescaled_zero_snr:
+        return schedule.log_sigmas
+    ac = schedule.alphas_cumprod
+    return 0.5 * np.log((1.0 - ac) / ac)
+
+
+def t_of_sigma(table: np.ndarray, sigma) -> np.ndarray:
+    """Fractional timestep of k-sigma by log-linear interpolation in ``table`` (clipped to its range)."""
+    return np.interp(np.log(np.maximum(sigma, 1e-10)), table, np.arange(len(table), dtype=np.float64))
+
+
+def sigma_range(sampler) -> tuple[float, float]:
+    """(sigma_min, sigma_max) of a karras / logsnr grid: the options, else the whole train table."""
+    table = log_sigma_table(sampler.schedule)
+    lo = math.exp(table[0]) if sampler.opt("sigma_min") is None else sampler.opt("sigma_min")
+    hi = math.exp(table[-1]) if sampler.opt("sigma_max") is None else sampler.opt("sigma_max")
+    if not 0 < lo < hi:
+        raise ValueError(f"sigma_min={lo!r}, sigma_max={hi!r}: need 0 < sigma_min < sigma_max")
+    return lo, hi
+
+
+def dpm_grid(sampler) -> Grid:
+    """The DPM family's grid as diffusers builds it (N + 1 table, karras/logsnr sigma ranges of the
+    whole train table, final zero or sigma_min), with the model's timestep rounded on request."""
+    o = sampler.options
+    schedule = sampler.schedule
+    spacing = o["spacing"]
+    if o["algorithm_type"] == "sde-dpmsolver" and o["final_sigmas_type"] == "zero":
+        raise ValueError("final_sigmas_type='zero' is not supported with algorithm_type='sde-dpmsolver' (its "
+                         "last step would subtract twice the noise); use final_sigmas_type='sigma_min'")
+    if spacing in ("karras", "logsnr") and o["timesteps"] is None:
+        lo, hi = sigma_range(sampler)
+        if spacing == "karras":
+            sigma = karras_sigmas(sampler.steps, lo, hi, o["rho"])
+        else:
+            sigma = logsnr_sigmas(sampler.steps, lo, hi)
+        t = t_of_sigma(log_sigma_table(schedule), sigma)
+        if o["round_timesteps"]:
+            t = np.floor(t) if o["timestep_rounding"] == "floor" else np.round(t)
+        t, sigma = np.append(t, 0.0), np.append(sigma, 0.0)
+    else:
+        overrides = dict(family="dpm", final="zero", round_timesteps=False)
+        if o.get("lambda_min") is not None and spacing in TABLE_SPACINGS and o["timesteps"] is None:
+            overrides.update(timesteps=list(clipped_table(
+                schedule, spacing, sampler.steps, o["lambda_min"], o["steps_offset"])))
+        g = sampler.make_grid(**overrides)
+        t, sigma = g.t.copy(), _clean_sigmas(schedule, g.sigma)
+    if o["final_sigmas_type"] == "sigma_min":
+        sigma[-1] = schedule.sigma_min   # may repeat the grid's last sigma: an empty last step, as in diffusers
+    return Grid(t=t, sigma=sigma)
+
+
+def lambda_uniform_grid(sampler, points: int) -> Grid:
+    """``points`` outer points uniform in lambda from sigma_max (t = T-1) to sigma_min (t = 0)."""
+    lo, hi = sigma_range(sampler)
+    sigma = logsnr_sigmas(points, lo, hi)
+    return Grid(t=t_of_sigma(log_sigma_table(sampler.schedule), sigma), sigma=sigma)
+
+
+# ============================================================================================
+# Plans: per step, where the model is evaluated and how the update combines the values.
+@dataclass(frozen=True)
+class PlannedStep:
+    t: float                 # model time of this step's evaluation
+    k: float                 # its k-sigma
+    base: int                # index of the grid sample the update starts from
+    nodes: tuple             # indices of the model values the update combines
+    coefs: tuple             # their coefficients
+    decay: float
+    noise: float
+    draws: bool              # draws noise (diffusers draws for every SDE step, also when noise = 0)
+
+
+def _third_order_rule(sampler, multistep: bool) -> tuple[float, bool]:
+    rule = sampler.opt("third_order")
+    scale = 0.5 if multistep and rule in ("diffusers", "reference") else 1.0
+    slip = rule == "diffusers" and sampler.opt("algorithm_type") == "sde-dpmsolver++"
+    return scale, slip
+
+
+def multistep_plan(sampler) -> list[PlannedStep]:
+    g, o = sampler.grid, sampler.options
+    n, alg = g.steps, o["algorithm_type"]
+    lam = [lam_of(k) for k in g.sigma]
+    few = o["lower_order_final"] and n < 15   # diffusers' rule: lower orders at the end only below 15 steps
+    scale, slip = _third_order_rule(sampler, multistep=True)
+    plan = []
+    for i in range(n):
+        order = min(o["solver_order"], i + 1)
+        if i == n - 1 and (o["euler_at_final"] or few or g.sigma[-1] == 0):
+            order = 1
+        if i == n - 2 and few:
+            order = min(order, 2)
+        offsets = [0.0] + [lam[i - j] - lam[i] for j in range(1, order)]
+        while len(offsets) > 1 and 0.0 in offsets[1:]:   # a repeated sigma carries no slope information
+            offsets.pop()
+        tr = transfer(alg, g.sigma[i], g.sigma[i + 1], o.get("eta", 1.0))
+        coefs = update_weights(tr, offsets, o["solver_type"], scale, slip)
+        plan.append(PlannedStep(float(g.t[i]), float(g.sigma[i]), i, tuple(range(i, i - len(offsets), -1)),
+                                tuple(coefs), tr.decay, tr.noise, alg.startswith("sde")))
+    return plan
+
+
+def singlestep_orders(steps: int, order: int, lower_order_final: bool, final_zero: bool) -> list[int]:
+    """diffusers' order list: blocks 1, 2, (3); lower orders at the end; last order 1 at sigma = 0.
+    diffusers forces lower_order_final when steps % order != 0 or the grid ends at zero."""
+    if steps % order != 0 or final_zero:
+        lower_order_final = True
+    block = list(range(1, order + 1))
+    if not lower_order_final:
+        orders = block * (steps // order)
+    elif order == 3:
+        tail = {0: [1, 2, 1], 1: [1], 2: [1, 2]}[steps % 3]
+        orders = block * ((steps - len(tail)) // 3) + tail
+    elif order == 2:
+        orders = block * (steps // 2 - 1) + [1, 1] if steps % 2 == 0 else block * (steps // 2) + [1]
+    else:
+        orders = [1] * steps
+    if final_zero:
+        orders[-1] = 1
+    return orders
+
+
+def singlestep_plan(sampler) -> list[PlannedStep]:
+    g, o = sampler.grid, sampler.options
+    n, alg = g.steps, o["algorithm_type"]
+    lam = [lam_of(k) for k in g.sigma]
+    scale, slip = _third_order_rule(sampler, multistep=False)
+    orders = singlestep_orders(n, o["solver_order"], o["lower_order_final"], g.sigma[-1] == 0)
+    plan = []
+    for i in range(n):
+        order = min(orders[i], i + 1)
+        start = i - order + 1
+        tr = transfer(alg, g.sigma[start], g.sigma[i + 1], o.get("eta", 1.0))
+        offsets = [lam[j] - lam[start] for j in range(start, i + 1)]
+        nodes = tuple(range(start, i + 1))
+        if order == 3 and o["solver_type"] == "midpoint":
+            # the DPM-Solver-3 final update: only the second intermediate value, with its Taylor weight
+            offsets, nodes = [offsets[0], offsets[2]], (nodes[0], nodes[2])
+            coefs = update_weights(tr, offsets, "heun")
+        else:
+            coefs = update_weights(tr, offsets, o["solver_type"], scale, slip)
+        plan.append(PlannedStep(float(g.t[i]), float(g.sigma[i]), start, nodes, tuple(coefs), tr.decay,
+                                tr.noise, alg.startswith("sde")))
+    return plan
+
+
+def grid_program(sampler, x, rng, make_plan):
+    """Run a plan: one model evaluation per grid point."""
+    if sampler.plan is None:
+        sampler.plan = make_plan(sampler)
+    data = is_data_form(sampler.opt("algorithm_type"))
+    values, starts = {}, {}
+    for i, step in enumerate(sampler.plan):
+        starts[i] = x
+        pred = yield Eval(x, step.t, step.k)
+        values[i] = model_value(sampler, pred, x, step.k, data)
+        out = starts[step.base] * step.decay
+        for j, c in zip(step.nodes, step.coefs):
+            out = out.add(values[j], alpha=c)
+        if step.draws:
+            z = rng.randn_like(x)
+            if step.noise:
+                out = out.add(z, alpha=step.noise)
+        x = out
+        for old in [j for j in values if j < i - 2]:  # no update looks further back than 3 points
+            del values[old], starts[old]
+    return x
+
+
+# ============================================================================================
+# The paper's single-step solvers (intermediate points inside a step).
+SINGLESTEP_NODES = {1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}
+
+
+def _point(sampler, lam: float) -> tuple[float, float]:
+    """(model time, k-sigma) at lambda (fractional timestep, exact sigma)."""
+    k = math.exp(-lam)
+    return float(t_of_sigma(log_sigma_table(sampler.schedule), k)), k
+
+
+def singlestep_update(sampler, x, lam_s, k_s, m_s, lam_t, order, rs, midpoint_final):
+    """A generator for one DPM-Solver-k step from lambda_s to lambda_t given the model value at
+    its start: intermediate points at lambda_s + r h (r in rs); yields their Evals.
+    Returns (x_t, x_lower) where x_lower is the embedded lower-order solution
+    (order 1 within order 2, order 2 within order 3) for error control."""
+    alg = sampler.opt("algorithm_type")
+    data = is_data_form(alg)
+    solver_type = sampler.opt("solver_type")
+    h = lam_t - lam_s
+    k_t = math.exp(-lam_t)
+
+    def go(k_to, nodes, values, rule):
+        tr = transfer(alg, k_s, k_to)
+        coefs = update_weights(tr, [r * h for r in nodes], rule)
+        out = x * tr.decay
+        for c, v in zip(coefs, values):
+            out = out.add(v, alpha=c)
+        return out
+
+    if order == 1:
+        x_t = go(k_t, [0.0], [m_s], "heun")
+        return x_t, x_t
+    values = [m_s]
+    nodes = [0.0]
+    second = None   # the second-order solution through the first intermediate point
+    for n_done, r in enumerate(rs):
+        t_r, k_r = _point(sampler, lam_s + r * h)
+        # first intermediate by a first-order step, the second by the second-order (heun) one
+        x_r = go(k_r, nodes, values, "heun")
+        pred = yield Eval(x_r, t_r, k_r)
+        values.append(model_value(sampler, pred, x_r, k_r, data))
+        nodes.append(r)
+        if n_done == 0:
+            second = go(k_t, nodes, values, solver_type)
+    if order == 2:   # DPM-Solver-2, with DDIM as the embedded lower-order solution
+        return second, go(k_t, [0.0], [m_s], "heun")
+    if midpoint_final:   # DPM-Solver-3: only the r2 value, with its Taylor weight
+        x_t = go(k_t, [nodes[0], nodes[2]], [values[0], values[2]], "heun")
+    else:
+        x_t = go(k_t, nodes, values, "heun")
+    return x_t, second
+
+
+def fast_orders(steps: int, order: int) -> list[int]:
+    """DPM-Solver-fast: the orders of the outer steps, summing to exactly ``steps`` evaluations."""
+    if order == 3:
+        k = steps // 3 + 1
+        return {0: [3] * (k - 2) + [2, 1], 1: [3] * (k - 1) + [1], 2: [3] * (k - 1) + [2]}[steps % 3]
+    if order == 2:
+        return [2] * (steps // 2) + [1] * (steps % 2)
+    return [1] * steps
+
+
+def fast_grid(sampler) -> Grid:
+    return lambda_uniform_grid(sampler, len(fast_orders(sampler.steps, sampler.opt("solver_order"))) + 1)
+
+
+def fast_program(sampler, x, rng):
+    g = sampler.grid
+    data = is_data_form(sampler.opt("algorithm_type"))
+    midpoint = sampler.opt("solver_type") == "midpoint"
+    lam = [lam_of(k) for k in g.sigma]
+    for i, order in enumerate(fast_orders(sampler.steps, sampler.opt("solver_order"))):
+        pred = yield Eval(x, float(g.t[i]), float(g.sigma[i]))
+        m_s = model_value(sampler, pred, x, float(g.sigma[i]), data)
+        x, _ = yield from singlestep_update(sampler, x, lam[i], float(g.sigma[i]), m_s, lam[i + 1], order,
+                                            SINGLESTEP_NODES[order], midpoint)
+    return x
+
+
+def adaptive_grid(sampler) -> Grid:
+    order = sampler.opt("solver_order")
+    if sampler.steps < order:
+        raise ValueError(f"steps={sampler.steps} is too small for dpm-solver-adaptive with solver_order={order}: "
+                         f"steps is the evaluation budget and one step costs {order}")
+    return lambda_uniform_grid(sampler, 2)
+
+
+def _rms_error(x_high, x_low, x_prev, rtol, atol) -> float:
+    """max over the batch of the RMS of (x_high - x_low) / max(atol, rtol * max(|x_low|, |x_prev|))."""
+    scale = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)
+    ratio = ((x_high - x_low) / scale).reshape(x_high.shape[0], -1)
+    return float(ratio.square().mean(dim=1).sqrt().max())
+
+
+H_INIT, SAFETY = 0.05, 0.9   # the paper's first step (in lambda) and step-size safety factor
+
+
+def adaptive_program(sampler, x, rng):
+    g = sampler.grid
+    order = sampler.opt("solver_order")
+    rtol, atol = sampler.opt("rtol"), sampler.opt("atol")
+    data = is_data_form(sampler.opt("algorithm_type"))
+    midpoint = sampler.opt("solver_type") == "midpoint"
+    lam_s, lam_end = lam_of(float(g.sigma[0])), lam_of(float(g.sigma[-1]))
+    t_s, k_s = float(g.t[0]), float(g.sigma[0])
+    h, used, m_s, x_prev = H_INIT, 0, None, x
+    while lam_s < lam_end:
+        cost = order if m_s is None else order - 1
+        left = sampler.steps - used - cost
+        final = left < order          # no budget for another full step after this one: finish now
+        h = lam_end - lam_s if final else min(h, lam_end - lam_s)
+        if m_s is None:
+            pred = yield Eval(x, t_s, k_s)
+            m_s = model_value(sampler, pred, x, k_s, data)
+        used += cost
+        lam_t = lam_end if final or lam_s + h >= lam_end else lam_s + h
+        x_high, x_low = yield from singlestep_update(sampler, x, lam_s, k_s, m_s, lam_t, order,
+                                                     SINGLESTEP_NODES[order], midpoint)
+        err = _rms_error(x_high, x_low, x_prev, rtol, atol)
+        if err <= 1.0 or final:
+            x, x_prev, lam_s = x_high, x_low, lam_t
+            t_s, k_s = _point(sampler, lam_s)
+            if lam_s >= lam_end:
+                t_s, k_s = float(g.t[-1]), float(g.sigma[-1])
+            m_s = None
+        h = SAFETY * h * (err ** (-1.0 / order) if err > 0 else math.inf)
+    return x
+
+
+# ============================================================================================
+# Registration.
+MULTISTEP_OPTIONS = GRID_OPTIONS + THRESHOLD_OPTIONS + (
+    "final_sigmas_type", "solver_order", "algorithm_type", "solver_type", "lower_order_final", "euler_at_final",
+    "lambda_min", "timestep_rounding", "third_order", "eta")
+SINGLESTEP_OPTIONS = GRID_OPTIONS + THRESHOLD_OPTIONS + (
+    "final_sigmas_type", "solver_order", "algorithm_type", "solver_type", "lower_order_final", "lambda_min",
+    "timestep_rounding", "third_order", "eta")
+PAPER_OPTIONS = THRESHOLD_OPTIONS + ("sigma_min", "sigma_max", "solver_order", "algorithm_type", "solver_type")
+
+DIFFUSERS_GRID = dict(spacing="linspace", round_timesteps=True, final_sigmas_type="zero", eta=1.0)
+MULTISTEP_DEFAULTS = dict(DIFFUSERS_GRID, solver_order=2, solver_type="midpoint", lower_order_final=True,
+                          euler_at_final=False, third_order="diffusers")
+KDIFFUSION = dict(spacing="karras", round_timesteps=False, lower_order_final=False, third_order="reference",
+                  algorithm_type="sde-dpmsolver++")
+MULTISTEP_METHODS = {
+    # name: (title, defaults, narrowed choices)
+    "dpm-solver": ("DPM-Solver (multistep)", dict(MULTISTEP_DEFAULTS, algorithm_type="dpmsolver"), {}),
+    "dpm-solver++": ("DPM-Solver++ (multistep)", dict(MULTISTEP_DEFAULTS, algorithm_type="dpmsolver++"), {}),
+    "sde-dpm-solver++": ("SDE-DPM-Solver++ (multistep)",
+                         dict(MULTISTEP_DEFAULTS, algorithm_type="sde-dpmsolver++"), {}),
+    "dpm++2m-sde": ("DPM++ 2M SDE (k-diffusion)", dict(MULTISTEP_DEFAULTS, **KDIFFUSION, solver_order=2),
+                    {"solver_order": (2,), "algorithm_type": ("sde-dpmsolver++",)}),
+    "dpm++3m-sde": ("DPM++ 3M SDE (k-diffusion)",
+                    dict(MULTISTEP_DEFAULTS, **KDIFFUSION, solver_order=3, solver_type="heun"),
+                    {"solver_order": (3,), "algorithm_type": ("sde-dpmsolver++",)}),
+}
+PAPERS = "Lu, Zhou, Bao, Chen, Li, Zhu 2022 (arXiv:2206.00927, arXiv:2211.01095)"
+
+for _name, (_title, _defaults, _narrow) in MULTISTEP_METHODS.items():
+    register(Method(
+        name=_name, title=_title, paper=PAPERS, order=_defaults["solver_order"],
+        stochastic=True, options=MULTISTEP_OPTIONS, family="dpm", defaults=_defaults,
+        choices=dict({"solver_order": (1, 2, 3), "algorithm_type": ALGORITHMS, "solver_type": ("midpoint", "heun")},
+                     **_narrow),
+        program=lambda s, x, rng: grid_program(s, x, rng, multistep_plan), grid=dpm_grid,
+        nfe=lambda s: s.grid.steps))
+
+register(Method(
+    name="dpm-solver-singlestep", title="DPM-Solver (single-step, diffusers)", paper=PAPERS, order=2,
+    stochastic=True, options=SINGLESTEP_OPTIONS, family="dpm",
+    defaults=dict(DIFFUSERS_GRID, solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint",
+                  lower_order_final=False, third_order="diffusers"),
+    choices={"solver_order": (1, 2, 3), "algorithm_type": ("dpmsolver", "dpmsolver++", "sde-dpmsolver++"),
+             "solver_type": ("midpoint", "heun")},
+    program=lambda s, x, rng: grid_program(s, x, rng, singlestep_plan), grid=dpm_grid,
+    nfe=lambda s: s.grid.steps))
+
+register(Method(
+    name="dpm-solver-fast", title="DPM-Solver-fast", paper=PAPERS, order=3, stochastic=False,
+    options=PAPER_OPTIONS, defaults=dict(solver_order=3, algorithm_type="dpmsolver", solver_type="midpoint"),
+    choices={"solver_order": (1, 2, 3), "algorithm_type": ("dpmsolver", "dpmsolver++"),
+             "solver_type": ("midpoint", "heun")},
+    program=fast_program, grid=fast_grid, nfe=lambda s: s.steps))
+
+register(Method(
+    name="dpm-solver-adaptive", title="DPM-Solver-12/23 (adaptive step size)", paper=PAPERS, order=3,
+    stochastic=False, options=PAPER_OPTIONS + ("rtol", "atol"),
+    defaults=dict(solver_order=3, algorithm_type="dpmsolver", solver_type="midpoint"),
+    choices={"solver_order": (2, 3), "algorithm_type": ("dpmsolver", "dpmsolver++"),
+             "solver_type": ("midpoint", "heun")},
+    program=adaptive_program, grid=adaptive_grid, nfe=lambda s: s.steps))
+
+
+# ============================================================================================
+# diffusers configs: DPMSolverMultistepScheduler / DPMSolverSinglestepScheduler.
+_SHARED = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+               trained_betas=None, solver_order=2, prediction_type="epsilon", thresholding=False,
+               dynamic_thresholding_ratio=0.995, sample_max_value=1.0, algorithm_type="dpmsolver++",
+               solver_type="midpoint", use_karras_sigmas=False, use_exponential_sigmas=False,
+               use_beta_sigmas=False, use_flow_sigmas=False, final_sigmas_type="zero",
+               lambda_min_clipped=-math.inf, variance_type=None, timestep_spacing="linspace")
+diffusers_config.CLASS_DEFAULTS["DPMSolverMultistepScheduler"] = dict(
+    _SHARED, lower_order_final=True, euler_at_final=False, use_lu_lambdas=False, steps_offset=0,
+    rescale_betas_zero_snr=False)
+diffusers_config.CLASS_DEFAULTS["DPMSolverSinglestepScheduler"] = dict(_SHARED, lower_order_final=False)
+
+_BY_ALGORITHM = {"dpmsolver": "dpm-solver", "dpmsolver++": "dpm-solver++", "deis": "dpm-solver++",
+                 "sde-dpmsolver": "dpm-solver", "sde-dpmsolver++": "sde-dpm-solver++"}
+diffusers_config.CLASS_TO_METHOD["DPMSolverMultistepScheduler"] = (
+    lambda cfg: _BY_ALGORITHM.get(cfg.get("algorithm_type", "dpmsolver++"), "dpm-solver"))
+diffusers_config.CLASS_TO_METHOD["DPMSolverSinglestepScheduler"] = "dpm-solver-singlestep"
+for _name in MULTISTEP_METHODS:
+    diffusers_config.METHOD_TO_CLASS[_name] = "DPMSolverMultistepScheduler"
+diffusers_config.METHOD_TO_CLASS["dpm-solver-singlestep"] = "DPMSolverSinglestepScheduler"
+
+# What an explicitly chosen alias keeps whatever the config says (explicit options still win).
+ALIAS_IDENTITY = {
+    "dpm-solver++": dict(algorithm_type="dpmsolver++"),
+    "sde-dpm-solver++": dict(algorithm_type="sde-dpmsolver++"),
+    "dpm++2m-sde": {k: MULTISTEP_METHODS["dpm++2m-sde"][1][k] for k in
+                    ("algorithm_type", "solver_order", "solver_type", "round_timesteps", "lower_order_final",
+                     "third_order")},
+    "dpm++3m-sde": {k: MULTISTEP_METHODS["dpm++3m-sde"][1][k] for k in
+                    ("algorithm_type", "solver_order", "solver_type", "round_timesteps", "lower_order_final",
+                     "third_order")},
+}
+
+
+def translate_dpm_config(cfg: dict, method: str) -> dict:
+    """diffusers' DPM-Solver config keys that are not one-to-one options."""
+    if method not in MULTISTEP_METHODS and method != "dpm-solver-singlestep":
+        return {}
+    single = method == "dpm-solver-singlestep"
+    for key in ("use_beta_sigmas", "use_flow_sigmas", "use_dynamic_shifting"):
+        if cfg.get(key):
+            raise ValueError(f"scheduler config key {key}=True is not supported (VP schedules only; "
+                             f"karras, lu-lambda and exponential grids are)")
+    if sum(bool(cfg.get(k)) for k in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")) > 1:
+        raise ValueError("scheduler config: only one of use_karras_sigmas, use_exponential_sigmas, "
+                         "use_beta_sigmas can be true")
+    # these classes have no sigma_min / sigma_max / rho keys (another class's config may)
+    out = dict(sigma_min=None, sigma_max=None, rho=7.0, third_order="diffusers")
+    # diffusers rounds karras / lu timesteps except on squaredcos_cap_v2 (multistep), where the
+    # int64 cast truncates them; exponential grids are always truncated.
+    floor = not single and cfg.get("beta_schedule") == "squaredcos_cap_v2"
+    if cfg.get("use_karras_sigmas"):
+        out.update(spacing="karras", round_timesteps=True, timestep_rounding="floor" if floor else "round")
+    elif cfg.get("use_lu_lambdas") and not single:
+        out.update(spacing="logsnr", round_timesteps=True, timestep_rounding="floor" if floor else "round")
+    elif cfg.get("use_exponential_sigmas"):
+        out.update(spacing="logsnr", round_timesteps=True, timestep_rounding="floor")
+    elif single:   # the single-step class only has linspace tables
+        out.update(spacing="linspace")
+    if single:
+        out["steps_offset"] = 0
+    clip = cfg.get("lambda_min_clipped")
+    out["lambda_min"] = None if clip is None or (math.isinf(clip) and clip < 0) else float(clip)
+    if cfg.get("algorithm_type") == "deis":   # diffusers maps these foreign values silently
+        out["algorithm_type"] = "dpmsolver++"
+    if cfg.get("solver_type") in ("logrho", "bh1", "bh2"):
+        out["solver_type"] = "midpoint"
+    out.update(ALIAS_IDENTITY.get(method, {}))
+    if method in ("dpm++2m-sde", "dpm++3m-sde") and not any(
+            cfg.get(k) for k in ("use_karras_sigmas", "use_lu_lambdas", "use_exponential_sigmas")):
+        out["spacing"] = "karras"
+    return out
+
+
+diffusers_config.TRANSLATORS.append(translate_dpm_config)

@@ -16,6 +16,7 @@ except ImportError:
     spaces = None
 
 import inspect
+import os
 import random
 
 import gradio as gr
@@ -30,6 +31,8 @@ CSS = """
 """
 THEME = gr.themes.Soft()
 ROW_FIELDS = ("sampler", "steps", "order", "eta", "spacing")   # the controls of one compare set-up
+# (title, build(ctx)) of further tabs, drawn after Generate and Compare; ctx holds the shared controls.
+EXTRA_TABS: list = []
 DEFAULT_ROWS = ("ddim", "unipc", "ipndm", "euler", "dpm++2s-a", "plms")
 
 
@@ -148,8 +151,14 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                 gen = _generate_tab(limits, options)
             with gr.Tab("Compare", id="compare"):
                 cmp = _compare_tab(limits)
-            # Later tabs ("Schedule", "2-D", "Error vs steps") go here: each reads `model` and the
-            # conditioning controls above and puts its model work in the "model" concurrency group.
+            # Later tabs ("Schedule", "2-D", "Error vs steps") register in EXTRA_TABS; each gets the shared
+            # controls and puts its model work in the "model" concurrency group (ctx["concurrency_id"]).
+            ctx = dict(model=model, class_label=class_label, guidance_scale=guidance_scale,
+                       guidance_rescale=guidance_rescale, rescale_betas_zero_snr=zero_snr, limits=limits,
+                       concurrency_id="model", concurrency_limit=limits.concurrency)
+            for title, build_tab in EXTRA_TABS:
+                with gr.Tab(title):
+                    build_tab(ctx)
 
         gr.Markdown(f"Limits on this machine: {limits.describe()}. Set MAX_STEPS, MAX_NFE, MAX_IMAGES, MAX_POINTS, "
                     "MAX_COMPARE, MAX_RESOLUTION, REFERENCE_STEPS, QUEUE_SIZE, MAX_CONCURRENCY, PREVIEW_FPS to change "
@@ -404,4 +413,8 @@ def launch(demo: gr.Blocks, **kwargs):
 
 
 if __name__ == "__main__":
+    if spaces is not None and os.environ.get("SPACES_ZERO_GPU"):
+        # ZeroGPU runs each GPU call in a fresh worker: load the model here, once, so it is not
+        # reloaded per call (spaces moves module-level CUDA tensors to the GPU it lends).
+        runner.load_model(runner.initial_model()[0])
     launch(build_app())

@@ -85,7 +85,7 @@ def server_run(client, values) -> tuple[float, float]:
     job = client.submit(api_name="/generate", **values)
     first = None
     for out in job:   # blocks until the next streamed update arrives
-        if first is None and isinstance(out[0], str):
+        if first is None and out[0] and not (isinstance(out[0], dict) and out[0].get("__type__") == "update"):
             first = time.perf_counter() - start
     job.result()
     total = time.perf_counter() - start

@@ -72,6 +72,11 @@ diffusers breakages we avoid (diffusers 0.42.1):
 - "dpmsolver" with final_sigmas_type "zero" is refused by diffusers; here the last step is the
   exact limit (the noise-form weights are written with sigma_t e^h = alpha_t sigma_s / alpha_s),
   i.e. it returns the predicted x0 as the data form does.
+Not copied either: diffusers computes its tables in float32.  On squaredcos_cap_v2 (alphas_cumprod
+down to 2.4e-9) that puts its sigma_max 2.6e-4 off and floors t(sigma_max) = 998.9999 to 998;
+we keep float64 (images then differ by ~1e-3; given diffusers' tables they agree to 1e-6).
+NoiseSchedule clamps alphas_cumprod at 2^-24 for every schedule, diffusers' DPM classes only for
+zero-SNR ones: ``log_sigma_table`` follows diffusers, so cosine grids start at its sigma_max.
 """
 from __future__ import annotations
 
@@ -156,7 +161,6 @@ def transfer(algorithm: str, k_s: float, k_t: float, eta: float = 1.0) -> Transf
     st_eh = a_t * s_s / a_s        # sigma_t * e^h, finite even when sigma_t = 0
     if k_t == 0:
         return Transfer(a_t / a_s, (-c * st_eh, math.inf, math.inf), 0.0, h, a_t)
-    # sigma_t c h^(j+1) phi_(j+1)(h) = c sigma_t e^h int_0^h e^-u u^j/j! du; the latter by series for small h
     w = tuple(-c * s_t * h ** (j + 1) * phi(j + 1, h) for j in range(3))
     noise = math.sqrt(max(st_eh * st_eh - s_t * s_t, 0.0)) if sde else 0.0
     return Transfer(a_t / a_s, w, noise, h, a_t)

@@ -84,8 +84,9 @@ class NoiseSchedule:
         self.num_train_timesteps = len(betas)
         with np.errstate(divide="ignore"):
             self.sigmas = np.sqrt((1.0 - self.alphas_cumprod) / self.alphas_cumprod)  # k per train step
-        # Interpolation table: the zero-SNR end (k = inf) is clamped as diffusers does.
-        ac = np.maximum(self.alphas_cumprod, ZERO_SNR_CLAMP)
+        # Interpolation table: only an exact zero-SNR end (k = inf) is clamped, as diffusers does;
+        # tiny but positive values (the cosine schedule's end) are kept.
+        ac = np.where(self.alphas_cumprod > 0, self.alphas_cumprod, ZERO_SNR_CLAMP)
         self.log_sigmas = 0.5 * np.log((1.0 - ac) / ac)
 
     @classmethod

@@ -176,7 +176,8 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                 return [gr.update(value=f"⚠️ {exc}", visible=True)] + skip
             text = f"**{info.loaded}** — {runner.model_description(info.loaded)}; predicts {info.prediction_type}"
             text += f"; samples of shape {list(info.event_shape)}"
-            label_choices = (["none"] + list(info.classes)) if info.classes else []
+            # an unconditional model still gets a value: a hidden control keeps sending what it holds
+            label_choices = ["none"] + list(info.classes or [])
             updates, hint = option_updates(info, sampler_name, options)
             rows = []
             for s in row_samplers:
@@ -187,8 +188,8 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             return [
                 gr.update(value=f"⚠️ {info.notice}" if info.notice else "", visible=bool(info.notice)),
                 gr.update(value=text),
-                gr.update(visible=info.classes is not None),
-                gr.update(choices=label_choices, value=info.default_class if info.classes else None),
+                gr.update(visible=True),
+                gr.update(choices=label_choices, value=info.default_class),
                 gr.update(value=info.default_guidance if info.guidance else None, visible=info.guidance),
                 gr.update(value=0.0 if info.guidance else None, visible=info.guidance),
                 gr.update(visible=info.prediction_type == "v_prediction", value=False),

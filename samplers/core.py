@@ -81,6 +81,11 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("final_sigmas_type", "zero", "end the last step at sigma 0 or at sigma_min", str, FINAL_SIGMAS),
     Option("round_timesteps", False, "round the model's timestep while the solver keeps the exact "
            "sigma (diffusers' form for karras/logsnr grids)", bool),
+    Option("timestep_rounding", "round", "how round_timesteps makes the model's timestep an integer: 'round' "
+           "(diffusers' karras / lu-lambda grids) or 'floor' (diffusers' exponential grids and karras / lu on "
+           "squaredcos_cap_v2, which cast to int)", str, ("round", "floor")),
+    Option("eta", 0.0, "noise added per step: 0 = deterministic (ODE), 1 = the full ancestral / SDE noise",
+           float, low=0.0, high=1.0),
     # model output
     Option("prediction_type", "epsilon", "what the model predicts", str, PREDICTION_TYPES),
     Option("clip_sample", False, "clip predicted x0 to +-clip_sample_range", bool),
@@ -308,7 +313,7 @@ def drive(sampler: Sampler, program, model) -> Iterator[Step]:
     nfe = 0
     try:
         request = next(program)
-    except StopIteration as stop:  # a program that needs no evaluation (cannot happen for steps >= 1)
+    except StopIteration:  # a program that needs no evaluation (cannot happen for steps >= 1)
         raise RuntimeError("sampler finished without evaluating the model") from None
     while True:
         nfe += 1

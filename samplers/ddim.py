@@ -14,7 +14,6 @@ from .core import GRID_OPTIONS, X0_OPTIONS, Eval, Method, Option, add_options, r
 from .schedule import vp_coefficients
 
 add_options(
-    Option("eta", 0.0, "noise added per step: 0 = deterministic DDIM, 1 = DDPM-like", float, low=0.0, high=1.0),
     Option("set_alpha_to_one", True, "end at alpha = 1 (clean); else at the first train step", bool),
     Option("prev_timestep", "diffusers", "where a step lands: 'diffusers' = t - T//N as diffusers does for "
            "its timestep tables (may fall between grid points); 'grid' = the next grid point", str,

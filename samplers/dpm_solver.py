@@ -76,7 +76,7 @@ Not copied either: diffusers computes its tables in float32.  On squaredcos_cap_
 down to 2.4e-9) that puts its sigma_max 2.6e-4 off and floors t(sigma_max) = 998.9999 to 998;
 we keep float64 (images then differ by ~1e-3; given diffusers' tables they agree to 1e-6).
 NoiseSchedule clamps alphas_cumprod at 2^-24 for every schedule, diffusers' DPM classes only for
-zero-SNR ones: ``log_sigma_table`` follows diffusers, so cosine grids start at its sigma_max.
+zero-SNR ones (as NoiseSchedule does), so cosine grids start at diffusers' sigma_max.
 """
 from __future__ import annotations
 
@@ -87,7 +87,6 @@ import numpy as np
 import torch
 
 from . import diffusers_config
-from . import ddim as _ddim  # noqa: F401  (declares the shared ``eta`` option)
 from .core import GRID_OPTIONS, Eval, Method, Option, add_options, register
 from .grids import Grid, custom_timesteps, karras_sigmas, logsnr_sigmas
 from .schedule import vp_coefficients
@@ -100,9 +99,6 @@ add_options(
     Option("lambda_min", None, "clip table grids so they start where lambda = log(alpha/sigma) >= this "
            "(diffusers' lambda_min_clipped, e.g. -5.1 for cosine schedules); None = no clipping", float,
            low=-100.0, high=100.0, nullable=True),
-    Option("timestep_rounding", "round", "how round_timesteps makes the model's timestep an integer: 'round' "
-           "(diffusers' karras / lu-lambda grids) or 'floor' (diffusers' exponential grids and karras / lu on "
-           "squaredcos_cap_v2, which cast to int)", str, ("round", "floor")),
     Option("third_order", "diffusers", "weights of the third-order updates: 'diffusers' (diffusers 0.42 as is), "
            "'reference' (Lu et al.'s code and k-diffusion; their multistep 3M is only second-order accurate), "
            "'taylor' (exact Taylor weights: third order)", str, ("diffusers", "reference", "taylor")),
@@ -207,15 +203,10 @@ def model_value(sampler, pred, x, k: float, data: bool):
 
 # ============================================================================================
 # Grids.
-def _clean_sigmas(schedule, sigma: np.ndarray) -> np.ndarray:
-    # a zero-SNR table has k = inf at its last step: diffusers clamps alphas_cumprod there
-    return np.where(np.isinf(sigma), schedule.sigma_max, sigma)
-
-
 def clipped_table(schedule, spacing: str, steps: int, lambda_min: float, steps_offset: int) -> np.ndarray:
     """diffusers' DPM timestep tables with lambda_min_clipped: the table ends where lambda < lambda_min."""
     T = schedule.num_train_timesteps
-    lam = -log_sigma_table(schedule)
+    lam = -schedule.log_sigmas
     last = T - int(np.sum(lam < lambda_min))
     if last < 2:
         raise ValueError(f"lambda_min={lambda_min} clips the whole schedule (lambda ranges "
@@ -234,24 +225,9 @@ def clipped_table(schedule, spacing: str, steps: int, lambda_min: float, steps_o
     return custom_timesteps(ts, T)
 
 
-def log_sigma_table(schedule) -> np.ndarray:
-    """log k per train step as diffusers' DPM schedulers see it: clamped (alphas_cumprod >= 2^-24) only
-    for zero-SNR schedules.  (NoiseSchedule clamps every schedule; squaredcos_cap_v2 ends at
-    alphas_cumprod 2.4e-9, so its sigma_max would be 4096 instead of diffusers' 20291.)"""
-    if schedule.rescaled_zero_snr:
-        return schedule.log_sigmas
-    ac = schedule.alphas_cumprod
-    return 0.5 * np.log((1.0 - ac) / ac)
-
-
-def t_of_sigma(table: np.ndarray, sigma) -> np.ndarray:
-    """Fractional timestep of k-sigma by log-linear interpolation in ``table`` (clipped to its range)."""
-    return np.interp(np.log(np.maximum(sigma, 1e-10)), table, np.arange(len(table), dtype=np.float64))
-
-
 def sigma_range(sampler) -> tuple[float, float]:
     """(sigma_min, sigma_max) of a karras / logsnr grid: the options, else the whole train table."""
-    table = log_sigma_table(sampler.schedule)
+    table = sampler.schedule.log_sigmas
     lo = math.exp(table[0]) if sampler.opt("sigma_min") is None else sampler.opt("sigma_min")
     hi = math.exp(table[-1]) if sampler.opt("sigma_max") is None else sampler.opt("sigma_max")
     if not 0 < lo < hi:
@@ -274,7 +250,7 @@ def dpm_grid(sampler) -> Grid:
             sigma = karras_sigmas(sampler.steps, lo, hi, o["rho"])
         else:
             sigma = logsnr_sigmas(sampler.steps, lo, hi)
-        t = t_of_sigma(log_sigma_table(schedule), sigma)
+        t = schedule.t_of_sigma(sigma)
         if o["round_timesteps"]:
             t = np.floor(t) if o["timestep_rounding"] == "floor" else np.round(t)
         t, sigma = np.append(t, 0.0), np.append(sigma, 0.0)
@@ -284,7 +260,7 @@ def dpm_grid(sampler) -> Grid:
             overrides.update(timesteps=list(clipped_table(
                 schedule, spacing, sampler.steps, o["lambda_min"], o["steps_offset"])))
         g = sampler.make_grid(**overrides)
-        t, sigma = g.t.copy(), _clean_sigmas(schedule, g.sigma)
+        t, sigma = g.t.copy(), schedule.clamp_sigma(g.sigma)
     if o["final_sigmas_type"] == "sigma_min":
         sigma[-1] = schedule.sigma_min   # may repeat the grid's last sigma: an empty last step, as in diffusers
     return Grid(t=t, sigma=sigma)
@@ -294,7 +270,7 @@ def lambda_uniform_grid(sampler, points: int) -> Grid:
     """``points`` outer points uniform in lambda from sigma_max (t = T-1) to sigma_min (t = 0)."""
     lo, hi = sigma_range(sampler)
     sigma = logsnr_sigmas(points, lo, hi)
-    return Grid(t=t_of_sigma(log_sigma_table(sampler.schedule), sigma), sigma=sigma)
+    return Grid(t=sampler.schedule.t_of_sigma(sigma), sigma=sigma)
 
 
 # ============================================================================================
@@ -416,7 +392,7 @@ SINGLESTEP_NODES = {1: (), 2: (0.5,), 3: (1 / 3, 2 / 3)}
 def _point(sampler, lam: float) -> tuple[float, float]:
     """(model time, k-sigma) at lambda (fractional timestep, exact sigma)."""
     k = math.exp(-lam)
-    return float(t_of_sigma(log_sigma_table(sampler.schedule), k)), k
+    return float(sampler.schedule.t_of_sigma(k)), k
 
 
 def singlestep_update(sampler, x, lam_s, k_s, m_s, lam_t, order, rs, midpoint_final):

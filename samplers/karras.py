@@ -63,19 +63,10 @@ MAX_CHURN = math.sqrt(2.0) - 1.0  # Karras et al.: gamma <= sqrt(2) - 1 keeps th
 
 # --------------------------------------------------------------------------------------------
 # The grid: diffusers' Euler-family tables (float linspace, sigma interpolated linearly in t).
-def _sigma_table(schedule) -> np.ndarray:
-    """k per train step with the zero-SNR end clamped (finite everywhere)."""
-    return np.exp(schedule.log_sigmas)
-
-
-def _clamp_inf(schedule, sigma: np.ndarray) -> np.ndarray:
-    return np.where(np.isinf(sigma), _sigma_table(schedule)[-1], sigma)
-
-
 def _table_sigmas(sampler, spacing: str, interpolation: str) -> tuple[np.ndarray, np.ndarray]:
     ts = spaced_timesteps(spacing, sampler.steps, sampler.schedule.num_train_timesteps,
                           steps_offset=sampler.opt("steps_offset"), integer=False)
-    return ts, _clamp_inf(sampler.schedule, sampler.schedule.sigma_at(ts, interpolation))
+    return ts, sampler.schedule.clamp_sigma(sampler.schedule.sigma_at(ts, interpolation))
 
 
 def sigma_range(sampler) -> tuple[float, float]:
@@ -84,7 +75,7 @@ def sigma_range(sampler) -> tuple[float, float]:
     base = sampler.opt("sigma_range")
     if base == "schedule" or sampler.opt("interpolation_type") == "log_linear":
         # log_linear spans the whole schedule whatever the table (diffusers)
-        table = _sigma_table(sampler.schedule)
+        table = sampler.schedule.finite_sigmas
         ends = (float(table[0]), float(table[-1]))
     else:
         interp = "log" if sampler.opt("interpolation_type") == "log" else "linear"
@@ -102,10 +93,10 @@ def karras_family_grid(sampler) -> Grid:
     else:
         grid = sampler.make_grid(interpolation="log" if interp == "log" else "linear", integer_linspace=False,
                                  final="zero")
-        sigma = _clamp_inf(sampler.schedule, grid.sigma)
+        sigma = sampler.schedule.clamp_sigma(grid.sigma)
         if interp == "log_linear":
             # diffusers: N+1 log-uniform sigmas from the schedule's top to sigma(0); the run ends there
-            table = _sigma_table(sampler.schedule)
+            table = sampler.schedule.finite_sigmas
             return Grid(t=grid.t, sigma=np.exp(np.linspace(np.log(table[-1]), np.log(table[0]), grid.steps + 1)))
     if sampler.opt("final_sigmas_type") == "sigma_min":
         sigma = _end_at_sigma_min(sampler.schedule, sigma)

@@ -12,7 +12,6 @@ evaluations) or pseudo linear multistep (Adams-Bashforth weights on past eps, 1 
 """
 from __future__ import annotations
 
-import numpy as np
 
 from .core import GRID_OPTIONS, Eval, Method, register
 from .core import Option, add_options

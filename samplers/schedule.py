@@ -98,6 +98,16 @@ class NoiseSchedule:
                            cfg.get("trained_betas"))
         return cls(betas, rescale_zero_snr=bool(cfg.get("rescale_betas_zero_snr", False)))
 
+    @property
+    def finite_sigmas(self) -> np.ndarray:
+        """k per train step with a zero-SNR end (k = inf) clamped as diffusers does."""
+        return np.exp(self.log_sigmas)
+
+    def clamp_sigma(self, sigma) -> np.ndarray:
+        """Noise levels with k = inf (zero terminal SNR) replaced by the clamped sigma_max."""
+        sigma = np.asarray(sigma, dtype=np.float64)
+        return np.where(np.isinf(sigma), self.sigma_max, sigma)
+
     # --- noise level at a timestep and back -------------------------------------------------
     def sigma_at(self, t, interpolation: str = "log") -> np.ndarray:
         """k-sigma at (possibly fractional) timesteps ``t``.

@@ -27,22 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import diffusers_config
-from .core import GRID_OPTIONS, OPTIONS, X0_OPTIONS, Eval, Method, Option, add_options, register
+from .core import GRID_OPTIONS, X0_OPTIONS, Eval, Method, Option, add_options, register
+from .dpm_solver import phi
 from .grids import Grid
 from .schedule import vp_coefficients
 
 
-def _add_options_once(*options: Option) -> None:
-    """Declare options another family may declare too (diffusers' grid quirks): first one wins."""
-    add_options(*[o for o in options if o.name not in OPTIONS])
-
-
-# Declared identically in dpm_solver.py (the same diffusers quirk): whichever module loads first wins.
-_add_options_once(
-    Option("timestep_rounding", "round", "how round_timesteps makes the model's timestep an integer: 'round' "
-           "(diffusers' karras / lu-lambda grids) or 'floor' (diffusers' exponential grids and karras / lu on "
-           "squaredcos_cap_v2, which cast to int)", str, ("round", "floor")),
-)
 add_options(
     Option("predict_x0", True, "UniPC: solve in the data form (x0 prediction, diffusers' default) or the "
            "noise form (eps prediction)", bool),
@@ -70,7 +60,7 @@ def multistep_grid(sampler, final: str | None = None) -> Grid:
     final = final or o.get("final_sigmas_type", "zero")
     grid = sampler.make_grid(family="dpm", final="zero", round_timesteps=False)
     t, sigma = grid.t.copy(), grid.sigma.copy()
-    sigma[:-1] = np.where(np.isinf(sigma[:-1]), sampler.schedule.sigma_max, sigma[:-1])
+    sigma[:-1] = sampler.schedule.clamp_sigma(sigma[:-1])
     continuous = o.get("spacing") in CONTINUOUS_SPACINGS and o.get("timesteps") is None
     if continuous and o.get("round_timesteps"):
         t[:-1] = np.floor(t[:-1]) if o.get("timestep_rounding") == "floor" else np.round(t[:-1])
@@ -83,23 +73,6 @@ def multistep_grid(sampler, final: str | None = None) -> Grid:
 def first_order_at_zero(order: int, sigma_to: float) -> int:
     """A step to sigma 0 spans an infinite lambda interval: only its first-order limit is finite."""
     return 1 if sigma_to == 0 else order
-
-
-# --------------------------------------------------------------------------------------------
-# phi functions of the exponential integrators: phi_0(z) = e^z, phi_{k+1}(z) = (phi_k(z) - 1/k!) / z.
-def phi(k: int, z: float) -> float:
-    if abs(z) < 0.5:  # the recursion cancels catastrophically for small z: sum the series instead
-        term, total = 1.0 / math.factorial(k), 0.0
-        for j in range(40):
-            total += term
-            term *= z / (j + k + 1)
-            if abs(term) < 1e-18 * abs(total):
-                break
-        return total
-    value = math.exp(z)
-    for j in range(k):
-        value = (value - 1.0 / math.factorial(j)) / z
-    return value
 
 
 @dataclass

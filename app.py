@@ -137,14 +137,16 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                                 allow_custom_value=runner.allow_any_hub_model(), scale=2,
                                 info="embedded, analytic (exact answers) or allow-listed hub models")
             model_info = gr.Markdown(runner.model_description(start_model), elem_classes="hint")
-        with gr.Row(visible=False) as cond_row:
-            class_label = gr.Dropdown(choices=[], value=None, label="class_label", info="which class to draw")
+        # Controls are hidden one by one, not through their row: Gradio drops value updates to the
+        # children of a row hidden in the same update, and a hidden control still sends its value.
+        with gr.Row() as cond_row:
+            class_label = gr.Dropdown(choices=["none"], value="none", label="class_label", info="which class to draw")
             guidance_scale = gr.Number(value=None, minimum=0, maximum=20, step=0.5, label="guidance_scale",
                                        info="classifier-free guidance: 1 = off")
             guidance_rescale = gr.Number(value=None, minimum=0, maximum=1, step=0.05, label="guidance_rescale",
                                          info="pull the guided output's std back to the conditional one's (~0.7)")
-        zero_snr = gr.Checkbox(value=False, label="rescale_betas_zero_snr", visible=False,
-                               info="zero terminal SNR (Lin et al.): for v-prediction models trained with it")
+            zero_snr = gr.Checkbox(value=False, label="rescale_betas_zero_snr", visible=False,
+                                   info="zero terminal SNR (Lin et al.): for v-prediction models trained with it")
 
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
@@ -188,8 +190,8 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             return [
                 gr.update(value=f"⚠️ {info.notice}" if info.notice else "", visible=bool(info.notice)),
                 gr.update(value=text),
-                gr.update(visible=True),
-                gr.update(choices=label_choices, value=info.default_class),
+                gr.update(),   # the row itself is never hidden (see above)
+                gr.update(choices=label_choices, value=info.default_class, visible=info.classes is not None),
                 gr.update(value=info.default_guidance if info.guidance else None, visible=info.guidance),
                 gr.update(value=0.0 if info.guidance else None, visible=info.guidance),
                 gr.update(visible=info.prediction_type == "v_prediction", value=False),

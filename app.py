@@ -217,22 +217,25 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                               show_progress="hidden")
 
         def generate(*values):
+            # Every update carries a value for every output: a file path for the preview (the same
+            # one until a new preview is drawn) and None for the final outputs until the end.
+            # gr.skip() would cost Gradio a new component per output per update (~5 ms a step).
+            preview_file = runner.PreviewFile()
             try:
                 request = runner.parse_generate(dict(zip(gen_params, values)), limits)
-                last_preview = None
                 for p in runner.in_background(lambda: runner.generate(request, limits)):
-                    if p.preview is not None:
-                        last_preview = p.preview
+                    shown = preview_file.update(p.preview)
                     if not p.done:
-                        yield (p.preview if p.preview is not None else gr.skip(), p.status(), gr.skip(),
-                               gr.skip(), gr.skip())
+                        yield shown, p.status(), None, None, None
                         continue
                     captions = [f"{request.setup.sampler} · seed {request.seed} · #{i}" for i in range(len(p.images))]
                     notice_text = f"\n\n⚠️ {p.info['notice']}" if p.info.get("notice") else ""
-                    yield (last_preview, p.status() + " · done" + notice_text, list(zip(p.images, captions)),
+                    yield (shown, p.status() + " · done" + notice_text, list(zip(p.images, captions)),
                            {k: v for k, v in p.info.items() if k not in ("code",)}, p.info["code"])
             except (ValueError, FileNotFoundError) as exc:
                 raise _errors_as_gradio(exc) from None
+            finally:
+                preview_file.close()
 
         generate = named(gpu(lambda *v: runner.generate_gpu_seconds(dict(zip(gen_params, v)), limits))(generate),
                          gen_params)
@@ -270,12 +273,13 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
         compare_params = list(runner.COMPARE_PARAMS)
 
         def compare(*values):
+            preview_file = runner.PreviewFile()   # see generate() for why every update carries values
             try:
                 request = runner.parse_compare(dict(zip(compare_params, values)), limits)
                 for p in runner.in_background(lambda: runner.compare(request, limits)):
+                    shown = preview_file.update(p.preview)
                     if not p.done:
-                        yield (p.preview if p.preview is not None else gr.skip(), p.message, gr.skip(),
-                               gr.skip(), gr.skip())
+                        yield shown, p.message, None, None, None
                         continue
                     gallery = []
                     for r, pics in zip(p.results, p.images):
@@ -288,9 +292,11 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                         note += f"; distance d = RMS difference to {p.info['reference']}"
                     if p.info.get("notice"):
                         note += f"\n\n⚠️ {p.info['notice']}"
-                    yield p.preview, note, gallery, table, p.info
+                    yield shown, note, gallery, table, p.info
             except (ValueError, FileNotFoundError) as exc:
                 raise _errors_as_gradio(exc) from None
+            finally:
+                preview_file.close()
 
         compare = named(gpu(lambda *v: runner.compare_gpu_seconds(dict(zip(compare_params, v)), limits))(compare),
                         compare_params)
@@ -355,7 +361,8 @@ def _generate_tab(limits: runner.Limits, options):
                                elem_id="preview", height=300)
             status = gr.Markdown("Press Generate.", elem_id="generate-status")
             gallery = gr.Gallery(label="final images (PNG)", format="png", columns=4, height=280, preview=False,
-                                 buttons=["download", "fullscreen"], elem_classes="pixelated", object_fit="contain")
+                                 buttons=["download", "download_all", "fullscreen"], elem_classes="pixelated",
+                                 object_fit="contain", fit_columns=False)
             with gr.Accordion("Settings of this run (seed and every option) and the Python that repeats it",
                               open=False):
                 settings = gr.JSON(label="settings")
@@ -398,7 +405,8 @@ def _compare_tab(limits: runner.Limits):
                        elem_id="compare-preview")
     status = gr.Markdown("")
     gallery = gr.Gallery(label="final images (PNG)", format="png", columns=6, height=300, preview=False,
-                         buttons=["download", "fullscreen"], elem_classes="pixelated", object_fit="contain")
+                         buttons=["download", "download_all", "fullscreen"], elem_classes="pixelated",
+                         object_fit="contain", fit_columns=False)
     table = gr.Dataframe(headers=["set-up", "sampler", "NFE", "seconds", "distance"], interactive=False,
                          label="results")
     with gr.Accordion("Details (JSON): the set-ups as /compare takes them, and the results", open=False):

@@ -99,12 +99,12 @@ class Limits:
 
     def describe(self) -> str:
         return (f"steps ≤ {self.max_steps} (NFE ≤ {self.max_nfe}), images ≤ {self.max_images} "
-                f"(2-D points ≤ {self.max_points}), set-ups ≤ {self.max_compare}, resolution ≤ {self.max_resolution} px, "
+                f"(2-D points ≤ {self.max_points}), set-ups ≤ {self.max_compare}, "
+                f"resolution ≤ {self.max_resolution} px, "
                 f"{self.concurrency} run(s) at a time, queue ≤ {self.queue_size}")
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +251,8 @@ def _describe_model(name: str, loaded: str, net, notice: str, version: float) ->
     shape = tuple(int(s) for s in shape)
     kind = "image" if len(shape) == 3 else "points"
     if kind == "points" and shape != (2,):
-        raise ValueError(f"model {name!r} has samples of shape {list(shape)}; the app shows images [C, H, W] or 2-D points")
+        raise ValueError(f"model {name!r} has samples of shape {list(shape)}; the app shows images [C, H, W] "
+                         f"or 2-D points")
     classes, null_label, default_class, default_guidance = None, None, "none", 1.0
     n_embeds = config.get("num_class_embeds")
     if isinstance(net, models.IdealDenoiser) and net.labels is not None:
@@ -393,7 +394,8 @@ def _parse_list(name: str, value):
         try:
             return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
         except ValueError:
-            raise ValueError(f"{name}={value!r} must be numbers separated by commas, e.g. '999, 700, 400, 100'") from None
+            raise ValueError(f"{name}={value!r} must be numbers separated by commas, "
+                             f"e.g. '999, 700, 400, 100'") from None
     return value
 
 
@@ -533,6 +535,8 @@ def _check_conditioning(values: dict) -> Conditioning:
         raise ValueError(f"class_label={label!r} must be a class name, a class index or 'none'")
     if isinstance(label, float) and label == int(label):
         label = int(label)
+    if isinstance(label, str) and label.strip().lstrip("-").isdigit():   # "2" from a form field
+        label = int(label.strip())
     if label == "" or label is None:
         label = None
     elif not isinstance(label, (str, int, np.integer)):
@@ -631,7 +635,10 @@ def build_sampler(info: ModelInfo, setup: SetupSpec, cond: Conditioning, limits:
         sampler = samplers.from_diffusers_config(scheduler_config(info, cond), setup.steps, method=setup.sampler,
                                                  **setup.options)
     except ValueError as exc:
-        raise ValueError(f"{where}{exc}") from None
+        text = str(exc)
+        for option, param in PARAM_OF_OPTION.items():   # the request's names, e.g. order for solver_order
+            text = text.replace(f"{option}=", f"{param}=")
+        raise ValueError(f"{where}{text}") from None
     if sampler.nfe > limits.max_nfe:
         raise ValueError(f"{where}sampler={setup.sampler!r} with steps={setup.steps} needs {sampler.nfe} model "
                          f"evaluations; allowed: at most MAX_NFE={limits.max_nfe} on this machine")
@@ -804,6 +811,48 @@ def final_pictures(x: torch.Tensor, info: ModelInfo) -> list[np.ndarray]:
     return list(to_uint8(x))
 
 
+class PreviewFile:
+    """The current preview as a JPEG file, rewritten only when a new preview is drawn.
+
+    A streaming server re-sends every output with every update; handing it the same small file
+    again is far cheaper than a new image to encode (or an "unchanged" marker, which Gradio 6
+    answers by building a new component per update). One file per run, deleted at the end.
+    """
+
+    def __init__(self, quality: int = 90):
+        import tempfile
+
+        self.quality = quality
+        self.folder = tempfile.mkdtemp(prefix="sampler-lab-preview-")
+        self.path: str | None = None
+        self.count = 0
+
+    def update(self, image: np.ndarray | None) -> str | None:
+        if image is not None:
+            from PIL import Image
+
+            self.count += 1
+            path = os.path.join(self.folder, f"preview-{self.count}.jpg")
+            Image.fromarray(image).save(path, format="JPEG", quality=self.quality)
+            if self.path is not None:
+                self._remove(self.path)
+            self.path = path
+        return self.path
+
+    @staticmethod
+    def _remove(path: str) -> None:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.path = None
+
+
 # ---------------------------------------------------------------------------------------------
 # Run bookkeeping (what is running, how far it got; the tests read it to see a Stop take effect)
 
@@ -815,6 +864,7 @@ class RunRecord:
     nfe: int = 0
     status: str = "running"        # running, done, stopped, failed
     started: float = field(default_factory=time.time)
+    finished: float | None = None
 
 
 _run_ids = itertools.count(1)
@@ -844,6 +894,7 @@ class _Tracked:
         return self.record
 
     def __exit__(self, kind, exc, tb):
+        self.record.finished = time.time()
         if kind is None:
             self.record.status = "done"
         elif issubclass(kind, GeneratorExit):
@@ -1048,8 +1099,6 @@ def reference_description(info: ModelInfo, limits: Limits) -> str:
             f"t = T-1, cached per model and seed")
 
 
-
-
 def reference_run(prepared: Prepared, request: CompareRequest, noise: torch.Tensor, limits: Limits):
     """Generator of (done, total) progress pairs; returns the reference sample (cached)."""
     info = prepared.info
@@ -1129,9 +1178,10 @@ def compare(request: CompareRequest, limits: Limits, clock=time.perf_counter) ->
             record.nfe = sum(st.nfe for st in latest if st is not None)
             all_done = all(st is not None and st.done for st in latest)
             drawing = clock()
-            shown = _compare_preview(latest, info, panel) if throttle.ready(force=all_done or round_index == 1) else None
-            yield CompareProgress(round_index, list(latest), now, False, shown,
-                                  message=" · ".join(f"{i + 1}: NFE {st.nfe}/{st.total_nfe}" for i, st in enumerate(latest)))
+            wanted = throttle.ready(force=all_done or round_index == 1)
+            shown = _compare_preview(latest, info, panel) if wanted else None
+            counts = " · ".join(f"{i + 1}: NFE {st.nfe}/{st.total_nfe}" for i, st in enumerate(latest))
+            yield CompareProgress(round_index, list(latest), now, False, shown, message=counts)
             if shown is not None:
                 throttle.spent(clock() - drawing)
         samples = [st.x for st in latest]

@@ -328,7 +328,7 @@ def test_four_concurrent_same_seed_requests_give_identical_images(client):
     runs = [r for r in runner.RUNS if r.kind == "generate" and r.started >= started and r.total_nfe == 15]
     assert len(runs) == 4
     # the four ran at the same time (MAX_CONCURRENCY=4 here), not one after another
-    assert max(r.started for r in runs) - min(r.started for r in runs) < 15 * 0.03
+    assert max(r.started for r in runs) < min(r.finished for r in runs), runs
     images = [np.stack([read_png(g["image"]) for g in res[2]]) for res in results]
     for other in images[1:]:
         assert np.array_equal(images[0], other)

@@ -41,6 +41,7 @@ import torch
 
 import models
 import samplers
+from models import cache as model_cache
 from models import embedded as embedded_models
 from models import loading as model_loading
 
@@ -116,7 +117,6 @@ HUB_RESOLUTION = {"google/ddpm-cifar10-32": 32, "google/ddpm-celebahq-256": 256,
                   "google/ddpm-bedroom-256": 256, "google/ddpm-cat-256": 256}
 # Extra in-process models (name -> (description, factory)); the tests register a tiny network here.
 EXTRA_MODELS: dict[str, tuple[str, Callable[[], Any]]] = {}
-MODEL_CACHE_SIZE = 2
 
 
 def register_model(name: str, factory: Callable[[], Any], description: str = "") -> None:
@@ -170,15 +170,15 @@ def check_model(value, environ=None) -> str:
     if value is None or value == "":
         return "default"
     if not isinstance(value, str):
-        raise ValueError(f"model={value!r} must be a string; allowed: {allowed_text}")
+        raise ValueError(f"model={_short(value)} must be a string; allowed: {allowed_text}")
     if value in allowed:
         return value
     if "://" in value or value.startswith(("/", ".", "~", "\\")) or "\\" in value or ".." in value:
-        raise ValueError(f"model={value!r} is a path or URL; allowed: only named models: {allowed_text}")
+        raise ValueError(f"model={_short(value)} is a path or URL; allowed: only named models: {allowed_text}")
     if not model_loading.REPO_ID_PATTERN.match(value) or len(value) > model_loading.MAX_REPO_ID_LENGTH:
-        raise ValueError(f"model={value!r} is not a known model or a hub id 'org/name'; allowed: {allowed_text}")
+        raise ValueError(f"model={_short(value)} is not a known model or a hub id 'org/name'; allowed: {allowed_text}")
     if not any_hub:
-        raise ValueError(f"model={value!r} is not in the allow-list; allowed: {allowed_text}")
+        raise ValueError(f"model={_short(value)} is not in the allow-list; allowed: {allowed_text}")
     return value
 
 
@@ -257,7 +257,7 @@ def _describe_model(name: str, loaded: str, net, notice: str, version: float) ->
     n_embeds = config.get("num_class_embeds")
     if isinstance(net, models.IdealDenoiser) and net.labels is not None:
         # the exact conditional posterior: a class restricts the image set; no guidance needed
-        classes = list(net.categories) if net.categories else [f"class {i}" for i in range(int(n_embeds))]
+        classes = list(net.categories) if net.categories else [f"class {i}" for i in range(net.null_label)]
     elif n_embeds and not isinstance(net, models.IdealDenoiser):
         # networks trained for classifier-free guidance keep the last label for "no class"
         null_label = int(n_embeds) - 1
@@ -277,7 +277,9 @@ def _describe_model(name: str, loaded: str, net, notice: str, version: float) ->
 
 
 def load_model(name: str, limits: Limits | None = None):
-    """(model, ModelInfo) for a checked model id, loaded once and shared (LRU of MODEL_CACHE_SIZE).
+    """(model, ModelInfo) for a checked model id, loaded once and shared by every request.
+
+    The last MODEL_CACHE_SIZE models (environment, default 2, as for ``models.get``) stay loaded.
 
     "default" falls back to FALLBACK_MODEL while assets/emoji-unet is missing, and is reloaded
     when the training script writes a newer export.
@@ -298,6 +300,8 @@ def load_model(name: str, limits: Limits | None = None):
         if key in _model_cache:
             _model_cache.move_to_end(key)
             net, info = _model_cache[key]
+            while len(_model_cache) > model_cache.cache_size():   # the size may have been lowered since
+                _model_cache.popitem(last=False)
             return net, _with_notice(info, name, notice)
         if loaded in EXTRA_MODELS:
             net = EXTRA_MODELS[loaded][1]()
@@ -311,8 +315,10 @@ def load_model(name: str, limits: Limits | None = None):
                 else:
                     raise FileNotFoundError(f"model={loaded!r} could not be loaded: {exc}") from None
         info = _describe_model(loaded, loaded, net, "", version)
-        _model_cache[key] = (net, info)
-        while len(_model_cache) > MODEL_CACHE_SIZE:
+        size = model_cache.cache_size()
+        if size > 0:
+            _model_cache[key] = (net, info)
+        while len(_model_cache) > size:
             _model_cache.popitem(last=False)
     if limits is not None and info.kind == "image" and info.resolution > limits.max_resolution:
         raise ValueError(f"model={name!r} makes {info.resolution} px images; this machine allows at most "
@@ -363,7 +369,7 @@ def generate_params() -> list[str]:
 
 def method(name) -> samplers.Method:
     if not isinstance(name, str) or name not in samplers.REGISTRY:
-        raise ValueError(f"sampler={name!r} is unknown; allowed: {', '.join(samplers.REGISTRY)}")
+        raise ValueError(f"sampler={_short(name)} is unknown; allowed: {', '.join(samplers.REGISTRY)}")
     return samplers.REGISTRY[name]
 
 
@@ -394,7 +400,7 @@ def _parse_list(name: str, value):
         try:
             return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
         except ValueError:
-            raise ValueError(f"{name}={value!r} must be numbers separated by commas, "
+            raise ValueError(f"{name}={_short(value)} must be numbers separated by commas, "
                              f"e.g. '999, 700, 400, 100'") from None
     return value
 
@@ -407,50 +413,77 @@ def check_option(option: samplers.Option, value, param: str):
         value = _parse_list(param, value)
         if value is None:
             return None
+    if option.kind in (int, float) and not isinstance(value, (bool, np.bool_)) and (
+            (isinstance(value, (float, np.floating)) and not math.isfinite(value))
+            or (isinstance(value, (int, np.integer)) and abs(int(value)) > 2**53)):
+        # said here: int(nan) or float(10**400) inside the option's own check fails naming nothing
+        lo = "" if option.low is None else f"{option.low:g} <= "
+        hi = "" if option.high is None else f" <= {option.high:g}"
+        raise ValueError(f"{param}={_short(value)} must be a finite number of sensible size "
+                         f"(allowed: {lo}{param}{hi})")
     try:
         return option.check(value)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         text = str(exc)
         if param != option.name:
             text = text.replace(f"{option.name}=", f"{param}=", 1).replace(f" {option.name} ", f" {param} ")
+        if f"{param}=" not in text:
+            text = f"{param}={_short(value)}: {text}"
         if "allowed" not in text:
             choices = option_choices(option)
             text += f"; allowed: {', '.join(map(str, choices))}" if choices else ""
         raise ValueError(text) from None
 
 
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _as_number(value):
+    """int / float from a number or a numeric string; None when it is neither."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return None
+
+
 def check_int(name: str, value, low: int, high: int, *, hint: str = "") -> int:
     allowed = f"(allowed: {low} <= {name} <= {high}{hint})"
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"{name}={value!r} must be an integer {allowed}")
-    if isinstance(value, str):
-        try:
-            value = float(value.strip()) if value.strip() else value
-        except ValueError:
-            raise ValueError(f"{name}={value!r} must be an integer {allowed}") from None
-    if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(float(value)) \
-            or float(value) != int(value):
-        raise ValueError(f"{name}={value!r} must be an integer {allowed}")
-    value = int(value)
-    if not low <= value <= high:
-        raise ValueError(f"{name}={value!r} is out of range {allowed}")
-    return value
+    number = _as_number(value)
+    if number is None or (isinstance(number, float) and (not math.isfinite(number) or number != int(number))):
+        raise ValueError(f"{name}={_short(value)} must be an integer {allowed}")
+    number = int(number)   # exact for any size: no detour through float
+    if not low <= number <= high:
+        raise ValueError(f"{name}={_short(value)} is out of range {allowed}")
+    return number
 
 
 def check_float(name: str, value, low: float, high: float) -> float:
     allowed = f"(allowed: {low:g} <= {name} <= {high:g})"
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise ValueError(f"{name}={value!r} must be a number {allowed}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(value)):
-        raise ValueError(f"{name}={value!r} must be a finite number {allowed}")
-    value = float(value)
-    if not low <= value <= high:
-        raise ValueError(f"{name}={value!r} is out of range {allowed}")
-    return value
+    number = _as_number(value)
+    if number is None:
+        raise ValueError(f"{name}={_short(value)} must be a number {allowed}")
+    if isinstance(number, int) and not low <= number <= high:   # huge ints overflow float()
+        raise ValueError(f"{name}={_short(value)} is out of range {allowed}")
+    number = float(number)
+    if not math.isfinite(number):
+        raise ValueError(f"{name}={_short(value)} must be a finite number {allowed}")
+    if not low <= number <= high:
+        raise ValueError(f"{name}={_short(value)} is out of range {allowed}")
+    return number
 
 
 def check_bool(name: str, value) -> bool:
@@ -458,7 +491,7 @@ def check_bool(name: str, value) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise ValueError(f"{name}={value!r} must be true or false")
+    raise ValueError(f"{name}={_short(value)} must be true or false")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,15 +565,17 @@ def _check_setup(values: dict, limits: Limits, where: str = "") -> SetupSpec:
 def _check_conditioning(values: dict) -> Conditioning:
     label = values.get("class_label")
     if isinstance(label, bool):
-        raise ValueError(f"class_label={label!r} must be a class name, a class index or 'none'")
-    if isinstance(label, float) and label == int(label):
+        raise ValueError(f"class_label={_short(label)} must be a class name, a class index or 'none'")
+    if isinstance(label, (float, np.floating)):
+        if not math.isfinite(label) or label != int(label):
+            raise ValueError(f"class_label={_short(label)} must be a class name, a class index or 'none'")
         label = int(label)
     if isinstance(label, str) and label.strip().lstrip("-").isdigit():   # "2" from a form field
         label = int(label.strip())
     if label == "" or label is None:
         label = None
     elif not isinstance(label, (str, int, np.integer)):
-        raise ValueError(f"class_label={label!r} must be a class name, a class index or 'none'")
+        raise ValueError(f"class_label={_short(label)} must be a class name, a class index or 'none'")
     scale = values.get("guidance_scale")
     scale = None if scale in (None, "") else check_float("guidance_scale", scale, 0.0, 20.0)
     rescale = values.get("guidance_rescale")
@@ -606,7 +641,8 @@ def parse_compare(values: dict, limits: Limits, environ=None) -> CompareRequest:
     setups = []
     for i, entry in enumerate(raw):
         if not isinstance(entry, dict):
-            raise ValueError(f"setups[{i}]={entry!r} must be an object like {{\"sampler\": \"ddim\", \"steps\": 20}}")
+            raise ValueError(f"setups[{i}]={_short(entry)} must be an object like "
+                             f"{{\"sampler\": \"ddim\", \"steps\": 20}}")
         try:
             _unknown_params(entry, known)
         except ValueError as exc:
@@ -664,7 +700,8 @@ def resolve_conditioning(info: ModelInfo, cond: Conditioning) -> Resolved:
     label = info.default_class if cond.class_label is None else cond.class_label
     if info.classes is None:
         if label not in ("none", -1, None):
-            raise ValueError(f"class_label={cond.class_label!r}: model {info.name!r} is unconditional; allowed: none")
+            raise ValueError(f"class_label={_short(cond.class_label)}: model {info.name!r} is unconditional; "
+                             f"allowed: none")
         index = None
         label = "none"
     elif isinstance(label, str) and label.strip().lower() == "none":
@@ -676,8 +713,8 @@ def resolve_conditioning(info: ModelInfo, cond: Conditioning) -> Resolved:
         index = None if int(label) == -1 else int(label)
         label = "none" if index is None else info.classes[index]
     else:
-        raise ValueError(f"class_label={cond.class_label!r} is not a class of model {info.name!r}; allowed: none, "
-                         f"0..{len(info.classes) - 1} or one of {info.classes}")
+        raise ValueError(f"class_label={_short(cond.class_label)} is not a class of model {info.name!r}; "
+                         f"allowed: none, 0..{len(info.classes) - 1} or one of {info.classes}")
     scale = info.default_guidance if cond.guidance_scale is None else cond.guidance_scale
     rescale = 0.0 if cond.guidance_rescale is None else cond.guidance_rescale
     if not info.guidance or index is None:

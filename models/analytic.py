@@ -344,7 +344,10 @@ class IdealDenoiser(AnalyticModel):
             raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer")
         self.chunk_size = chunk_size
         if self.labels is not None:
-            self.config["num_class_embeds"] = int(self.labels.max()) + 1
+            # one label per class plus a null label (the last), as a class-conditional network has
+            # for classifier-free guidance: rows with the null label use the whole set
+            self.null_label = int(self.labels.max()) + 1
+            self.config["num_class_embeds"] = self.null_label + 1
 
     @classmethod
     def from_npz(cls, path, **kwargs) -> "IdealDenoiser":
@@ -383,7 +386,7 @@ class IdealDenoiser(AnalyticModel):
             wanted = torch.as_tensor(class_labels).long().reshape(-1).cpu()
             if wanted.numel() == 1:
                 wanted = wanted.expand(xf.shape[0])
-            mask = self.labels[None, :] == wanted[:, None]
+            mask = (self.labels[None, :] == wanted[:, None]) | (wanted[:, None] == self.null_label)
             if not torch.all(mask.any(1)):
                 raise ValueError(f"class_labels {wanted.tolist()} include a label with no images")
             logits = logits.masked_fill(~mask, float("-inf"))

@@ -283,6 +283,55 @@ def test_compare_answers_every_input_with_a_result_or_an_error_naming_the_parame
     check_answer(server, "compare", kwargs)
 
 
+HOSTILE_VALUES = [math.nan, -math.inf, 10**400, 2**64 + 1, "1e999", "nan", "", [1, "a"], {"a": 1}, True, "🙂",
+                  "x" * 5000]
+
+
+def plausible_values(option: samplers.Option, rng: np.random.Generator):
+    choices = runner.option_choices(option)
+    if choices:
+        return choices[rng.integers(len(choices))]
+    if option.kind is list:
+        return ["999, 700, 400, 100", "999,500,0", "5, 10"][rng.integers(3)]
+    low = option.low if option.low is not None else -1.0
+    high = option.high if option.high is not None else 3.0
+    value = rng.uniform(low - 0.5, high + 0.5)
+    return int(round(value)) if option.kind is int else float(value)
+
+
+def test_every_option_of_every_sampler_with_hostile_values_and_nonsense_combinations_no_server():
+    """runner alone (cheap, so exhaustive): each value either runs or is a ValueError naming the parameter."""
+    limits = runner.Limits.from_env(ENV)
+    rng = np.random.default_rng(8)
+    tried = set()
+
+    def attempt(values):
+        tried.add(json.dumps(values, sort_keys=True, default=repr))
+        try:
+            request = runner.parse_generate(values, limits)
+            final = list(runner.generate(request, limits))[-1]
+        except ValueError as exc:
+            assert names_a_parameter(str(exc), values), (values, str(exc))
+            return
+        assert final.done and torch.isfinite(final.sample).all(), values
+
+    for method in samplers.REGISTRY.values():
+        base = {"model": "gaussian", "sampler": method.name, "steps": 3, "num_images": 4}
+        params = [runner.param_name(o) for o in method.options if o not in runner.MODEL_OWNED_OPTIONS]
+        for param in params:
+            for value in HOSTILE_VALUES:
+                attempt({**base, param: value})
+        for _ in range(4):   # every option of the method set at once, in random (often nonsensical) combinations
+            attempt({**base, **{runner.param_name(o): plausible_values(samplers.OPTIONS[o], rng)
+                                for o in method.options if o not in runner.MODEL_OWNED_OPTIONS}})
+    for param in ("steps", "seed", "num_images", "class_label", "guidance_scale", "guidance_rescale",
+                  "rescale_betas_zero_snr", "model", "sampler"):
+        for value in HOSTILE_VALUES:
+            attempt({"model": "gaussian", "sampler": "ddim", "steps": 3, param: value})
+    print(f"\n[robustness] runner alone: {len(tried)} distinct inputs")
+    assert len(tried) > 500
+
+
 @pytest.mark.parametrize("api, kwargs, needle", [
     ("generate", {"model": "gaussian", "steps": math.nan}, "steps"),
     ("generate", {"model": "gaussian", "eta": math.inf, "sampler": "ddim"}, "eta"),

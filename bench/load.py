@@ -115,12 +115,14 @@ def read_pixels(path):
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def one_client(url: str, seed: int, steps: int, timeout: float, out: dict) -> None:
+def one_client(url: str, seed: int, steps: int, timeout: float, out: dict, downloads: Path) -> None:
     from gradio_client import Client
 
     start = time.perf_counter()
     try:
-        client = Client(url, verbose=False)
+        # a folder per client: gradio_client names a download by its content, so two same-seed clients
+        # sharing one folder write and read the same file at once (a half-written PNG)
+        client = Client(url, verbose=False, download_files=str(downloads))
         job = client.submit(model=MODEL, sampler="ddim", steps=steps, seed=seed, num_images=2, class_label=1,
                             guidance_scale=2.0, api_name="/generate")
         # streamed: every step's status (and throttled previews) arrives as it is made. Polled rather than
@@ -136,9 +138,11 @@ def one_client(url: str, seed: int, steps: int, timeout: float, out: dict) -> No
         out.update(ok=False, seconds=time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}")
 
 
-def phase(url: str, name: str, clients: int, steps: int, seeds: int, timeout: float) -> tuple[dict, list, list]:
+def phase(url: str, name: str, clients: int, steps: int, seeds: int, timeout: float,
+          downloads: Path) -> tuple[dict, list, list]:
     results = [dict() for _ in range(clients)]
-    threads = [threading.Thread(target=one_client, args=(url, i % seeds, steps, timeout, results[i]), daemon=True)
+    threads = [threading.Thread(target=one_client, daemon=True,
+                                args=(url, i % seeds, steps, timeout, results[i], downloads / f"{name}-{i}"))
                for i in range(clients)]
     start = time.perf_counter()
     for th in threads:
@@ -216,7 +220,7 @@ def main(argv=None) -> int:
         solo = {}
         for seed in range(seeds):
             out: dict = {}
-            one_client(url, seed, args.steps, left(), out)
+            one_client(url, seed, args.steps, left(), out, temp / "client" / f"solo-{seed}")
             if not out.get("ok"):
                 raise RuntimeError(f"solo run seed {seed} failed: {out.get('error')}")
             solo[seed] = out["pixels"]
@@ -224,7 +228,7 @@ def main(argv=None) -> int:
 
         phases = []
         for name, count in (("burst", args.clients), ("queued", args.queued)):
-            summary, results, errors = phase(url, name, count, args.steps, seeds, left())
+            summary, results, errors = phase(url, name, count, args.steps, seeds, left(), temp / "client")
             for i, r in results:
                 if r.get("ok"):
                     same = len(r["pixels"]) == len(solo[i % seeds]) and all(
@@ -233,7 +237,7 @@ def main(argv=None) -> int:
             report["errors"] += errors
             phases.append(summary)
         rss_after = rss_mb(server.pid)
-        temp_mb, temp_files = folder_size(temp)
+        temp_mb, temp_files = folder_size(temp / "gradio")   # the server's; the clients' downloads are apart
         report.update(phases=phases, rss_before_mb=round(rss_before, 1), rss_after_mb=round(rss_after, 1),
                       temp_mb=round(temp_mb, 2), temp_files=temp_files, steps=args.steps,
                       queue_size=args.queue_size, concurrency=args.concurrency)

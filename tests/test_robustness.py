@@ -82,7 +82,7 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     import app
     from gradio_client import Client
 
@@ -97,7 +97,9 @@ def server():
             else:
                 os.environ[k] = v
     url = launch(demo)
-    yield demo, url, Client(url, verbose=False)
+    # a private download folder: gradio_client names downloads by content, and another process's client
+    # writing the same file in the shared /tmp/gradio at the same moment would break a read here
+    yield demo, url, Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
     demo.close()
     print(f"\n[robustness] distinct inputs tried: {len(TRIED)}")
 

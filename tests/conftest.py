@@ -22,6 +22,16 @@ def toy_model(channels_out_factor: int = 1):
     return model
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny test networks: a second intra-op thread only adds synchronisation, which on a shared
+    2-core machine costs far more than it saves."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def model():
     return toy_model()

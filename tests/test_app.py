@@ -17,14 +17,7 @@ from tests.app_helpers import TINY_SCHEDULER, launch, read_png, register_test_mo
 register_test_models()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # The test networks are tiny: a second intra-op thread only adds synchronisation, which on a
-    # shared 2-core machine costs far more than it saves.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 LIMITS = runner.Limits(max_steps=200, max_images=8, max_points=2000, max_compare=6, concurrency=4, preview_fps=10,
                        reference_steps=60)
 

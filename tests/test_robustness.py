@@ -73,12 +73,7 @@ runner.register_model("nan-below-500", lambda: NanAt(500, math.nan), "returns Na
 runner.register_model("inf-below-300", lambda: NanAt(300, math.inf), "returns inf for t < 300 (tests)")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

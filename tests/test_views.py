@@ -1,0 +1,59 @@
+"""The app's extra views, launched in-process and called through their named API endpoints."""
+from __future__ import annotations
+
+import pytest
+
+import runner
+from tests.app_helpers import launch, register_test_models
+
+register_test_models()
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+LIMITS = runner.Limits(max_steps=200, max_images=8, max_points=2000, max_compare=6, concurrency=4, preview_fps=10,
+                       reference_steps=60)
+
+
+@pytest.fixture(scope="module")
+def client():
+    from gradio_client import Client
+
+    import app
+
+    demo = app.build_app(LIMITS)
+    url = launch(demo)
+    yield Client(url, verbose=False)
+    demo.close()
+
+
+def fetch_schedule(client, **setups):
+    table = client.predict(model="tiny-unet", api_name="/schedule", **setups)[1]
+    columns = table["headers"]
+    return [dict(zip(columns, row)) for row in table["data"]]
+
+
+def test_schedule_lists_every_model_evaluation_of_each_setup(client):
+    rows = fetch_schedule(client, sampler_1="heun", steps_1=5, spacing_1="karras",
+                          sampler_2="ddim", steps_2=10, spacing_2="leading",
+                          sampler_3="dpm-solver-fast", steps_3=6, spacing_3="", sampler_4="")
+    heun = [r for r in rows if r["method"] == "heun"]
+    ddim = [r for r in rows if r["method"] == "ddim"]
+    assert len(heun) == 2 * 5 - 1   # a corrector evaluation in every step but the last (to sigma 0)
+    assert len(ddim) == 10
+    # an empty spacing is the dropdown's "sampler default", not a bad value: one evaluation per step
+    assert len([r for r in rows if r["method"] == "dpm-solver-fast"]) == 6
+    assert [r["index"] for r in ddim] == list(range(1, 11))
+    # leading spacing never starts at the last train step (999): it starts at 900 for 10 steps of 1000
+    assert ddim[0]["t"] < 999
+    assert all(a["sigma"] > b["sigma"] for a, b in zip(ddim, ddim[1:]))
+    assert len({r["label"] for r in heun}) == 1 and heun[0]["label"] != ddim[0]["label"]
+
+
+def test_schedule_names_the_bad_parameter(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=r"set-up 1: sampler='nope' is unknown"):
+        fetch_schedule(client, sampler_1="nope", steps_1=5, sampler_2="", sampler_3="", sampler_4="")
+    with pytest.raises(AppError, match=r"set-up 2: steps=0 is out of range"):
+        fetch_schedule(client, sampler_1="ddim", steps_1=5, sampler_2="ddim", steps_2=0, sampler_3="", sampler_4="")
+    # the server keeps serving after an error
+    assert len(fetch_schedule(client, sampler_1="ddim", steps_1=3, sampler_2="", sampler_3="", sampler_4="")) == 3

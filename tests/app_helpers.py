@@ -66,6 +66,18 @@ def launch(demo):
     return f"http://127.0.0.1:{port}/"
 
 
+def serve(limits):
+    """A gradio_client Client on a freshly launched in-process app; closes the app afterwards."""
+    from gradio_client import Client
+
+    import app
+
+    demo = app.build_app(limits)
+    url = launch(demo)
+    yield Client(url, verbose=False)
+    demo.close()
+
+
 def read_png(path) -> np.ndarray:
     with open(path, "rb") as f:
         return np.asarray(Image.open(io.BytesIO(f.read())).convert("RGB"))

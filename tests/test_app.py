@@ -12,7 +12,7 @@ import torch
 import models
 import runner
 import samplers
-from tests.app_helpers import TINY_SCHEDULER, launch, read_png, register_test_models, tiny_unet
+from tests.app_helpers import TINY_SCHEDULER, read_png, serve, register_test_models, tiny_unet
 
 register_test_models()
 
@@ -176,13 +176,7 @@ def test_zero_terminal_snr_needs_a_v_prediction_model():
 
 @pytest.fixture(scope="module")
 def client():
-    import app
-    from gradio_client import Client
-
-    demo = app.build_app(LIMITS)
-    url = launch(demo)
-    yield Client(url, verbose=False)
-    demo.close()
+    yield from serve(LIMITS)
 
 
 def statuses(outputs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import runner
-from tests.app_helpers import launch, register_test_models
+from tests.app_helpers import register_test_models, serve
 
 register_test_models()
 
@@ -15,14 +15,7 @@ LIMITS = runner.Limits(max_steps=200, max_images=8, max_points=2000, max_compare
 
 @pytest.fixture(scope="module")
 def client():
-    from gradio_client import Client
-
-    import app
-
-    demo = app.build_app(LIMITS)
-    url = launch(demo)
-    yield Client(url, verbose=False)
-    demo.close()
+    yield from serve(LIMITS)
 
 
 def fetch_schedule(client, **setups):

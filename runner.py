@@ -1268,29 +1268,40 @@ def compare(request: CompareRequest, limits: Limits, clock=time.perf_counter) ->
 _END = object()
 
 
-def in_background(make_iterator: Callable[[], Iterator]) -> Iterator:
+def in_background(make_iterator: Callable[[], Iterator], lead: int = 4) -> Iterator:
     """Run ``make_iterator()`` in a worker thread and yield its items here, in order, every one.
 
     A web server spends milliseconds on each streamed update (encoding, diffing, sending); done
     inline that time would add to every step. Here the sampler keeps computing while the consumer
-    sends, so the run takes about as long as the network alone. Closing this generator (a Stop)
-    stops the worker before its next model evaluation, and closes the wrapped iterator there.
+    sends, so the run takes about as long as the network alone. The worker may run at most
+    ``lead`` items ahead: a server slowed by load must not fall so far behind that a Stop lands
+    after the sampler already finished. Closing this generator (a Stop) stops the worker before its
+    next model evaluation, and closes the wrapped iterator there.
     """
-    items: "queue.Queue" = queue.Queue()
+    items: "queue.Queue" = queue.Queue(maxsize=max(1, lead))
     stop = threading.Event()
+
+    def hand_over(entry) -> bool:
+        """Queue ``entry`` for the consumer; False once the consumer has gone."""
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def work():
         iterator = None
         try:
             iterator = make_iterator()
             for item in iterator:
-                items.put((True, item))
-                if stop.is_set():
+                if not hand_over((True, item)) or stop.is_set():
                     iterator.close()   # GeneratorExit at the sampler's yield: the run is marked stopped
                     return
-            items.put((True, _END))
+            hand_over((True, _END))
         except BaseException as exc:  # handed to the consumer, raised there
-            items.put((False, exc))
+            hand_over((False, exc))
 
     worker = threading.Thread(target=work, name="sampler-run", daemon=True)
     worker.start()

@@ -396,6 +396,30 @@ def test_twenty_runs_stopped_mid_stream_stop_within_a_step_and_free_the_model(cl
     assert burned < 0.2, f"{burned:.2f} CPU-seconds per second while idle: something keeps running"
 
 
+def test_a_slow_consumer_holds_the_sampler_back_so_a_stop_still_lands_mid_run():
+    # A loaded server streams updates slower than the sampler computes them. The sampler may run
+    # only a few items ahead, so closing the stream after two items stops it long before the end.
+    produced, closed = [], threading.Event()
+
+    def fast_sampler():
+        try:
+            for i in range(200):
+                produced.append(i)
+                yield i
+        except GeneratorExit:
+            closed.set()
+            raise
+
+    stream = runner.in_background(fast_sampler, lead=4)
+    assert [next(stream), next(stream)] == [0, 1]
+    time.sleep(0.3)                               # a slow consumer: the sampler waits, not races ahead
+    assert len(produced) <= 2 + 4 + 1, produced
+    stream.close()
+    assert closed.wait(2.0)
+    assert len(produced) <= 2 + 4 + 1
+    assert list(runner.in_background(lambda: iter(range(50)), lead=2)) == list(range(50))   # every item, in order
+
+
 def test_the_stop_button_cancels_the_run_it_belongs_to(server):
     demo, url, client = server
     stop_fns = [i for i, dep in enumerate(demo.config["dependencies"]) if dep.get("cancels")]

@@ -5,18 +5,13 @@
 The page only draws controls; validation, models and the sampling loops live in ``runner.py``.
 Controls are generated from the sampler registry (``samplers.OPTIONS`` and each method's
 options and choices), so a newly registered sampler shows up with its own controls.
-Named API endpoints: ``/generate``, ``/compare`` and ``/schedule`` (see README).
+Named API endpoints: ``/generate``, ``/compare`` and one per view in ``views/`` (see README).
 """
 from __future__ import annotations
 
-# ZeroGPU wants `spaces` imported before torch; elsewhere the package is absent and nothing changes.
-try:
-    import spaces  # noqa: F401
-except ImportError:
-    spaces = None
+# ZeroGPU wants `spaces` imported before torch (views.common imports it first); elsewhere it is absent.
+from views.common import errors_as_gradio, gpu, named, sampler_choices, spaces  # noqa: I001
 
-import inspect
-import math
 import os
 import random
 
@@ -24,7 +19,7 @@ import gradio as gr
 
 import runner
 import samplers
-import samplers.analysis
+import views.schedule
 
 TITLE = "Sampler Lab"
 CSS = """
@@ -33,28 +28,10 @@ CSS = """
 """
 THEME = gr.themes.Soft()
 ROW_FIELDS = ("sampler", "steps", "order", "eta", "spacing")   # the controls of one compare set-up
-# (title, build(ctx)) of further tabs, drawn after Generate and Compare; ctx holds the shared controls.
-EXTRA_TABS: list = []
+# (title, build(ctx)) of the explanatory tabs (views/), drawn after Generate and Compare; ctx holds the
+# shared controls.
+EXTRA_TABS: list = [("Schedule", views.schedule.tab)]
 DEFAULT_ROWS = ("ddim", "unipc", "ipndm", "euler", "dpm++2s-a", "plms")
-
-
-def gpu(duration_of):
-    """spaces.GPU(duration=...) on ZeroGPU; the function itself everywhere else."""
-    if spaces is None or not hasattr(spaces, "GPU"):
-        return lambda fn: fn
-    return spaces.GPU(duration=duration_of)
-
-
-def named(fn, names):
-    """Give a ``*values`` handler a signature with one named parameter per input (the API's keyword names)."""
-    fn.__signature__ = inspect.Signature(
-        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for n in names])
-    return fn
-
-
-def _errors_as_gradio(exc: Exception):
-    # ValueError / FileNotFoundError carry "what is wrong and what is allowed" already
-    return gr.Error(str(exc), title="Invalid request" if isinstance(exc, ValueError) else "Not found")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,10 +53,6 @@ def option_component(option: samplers.Option):
         return gr.Textbox(placeholder="descending train timesteps, e.g. 999, 700, 400, 100", **common)
     return gr.Number(minimum=option.low, maximum=option.high, precision=0 if option.kind is int else None,
                      step=1 if option.kind is int else 0.05, **common)
-
-
-def sampler_choices():
-    return [(f"{d['title']}  [{d['name']}]", d["name"]) for d in samplers.describe()]
 
 
 def sampler_summary(name: str, steps) -> str:
@@ -155,8 +128,8 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                 gen = _generate_tab(limits, options)
             with gr.Tab("Compare", id="compare"):
                 cmp = _compare_tab(limits)
-            # Later tabs ("Schedule", "2-D", "Error vs steps") register in EXTRA_TABS; each gets the shared
-            # controls and puts its model work in the "model" concurrency group (ctx["concurrency_id"]).
+            # The explanatory tabs (EXTRA_TABS, views/) get the shared controls and put their model work
+            # in the "model" concurrency group (ctx["concurrency_id"]).
             ctx = dict(model=model, class_label=class_label, guidance_scale=guidance_scale,
                        guidance_rescale=guidance_rescale, rescale_betas_zero_snr=zero_snr, limits=limits,
                        concurrency_id="model", concurrency_limit=limits.concurrency)
@@ -235,7 +208,7 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                     yield (shown, p.status() + " · done" + notice_text, list(zip(p.images, captions)),
                            {k: v for k, v in p.info.items() if k not in ("code",)}, p.info["code"])
             except (ValueError, FileNotFoundError) as exc:
-                raise _errors_as_gradio(exc) from None
+                raise errors_as_gradio(exc) from None
             finally:
                 preview_file.close()
 
@@ -296,7 +269,7 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                         note += f"\n\n⚠️ {p.info['notice']}"
                     yield shown, note, gallery, table, p.info
             except (ValueError, FileNotFoundError) as exc:
-                raise _errors_as_gradio(exc) from None
+                raise errors_as_gradio(exc) from None
             finally:
                 preview_file.close()
 
@@ -416,82 +389,6 @@ def _compare_tab(limits: runner.Limits):
         info = gr.JSON(label="results")
     return dict(count=count, rows=rows, seed=seed, dice=dice, num_images=num_images, reference=reference, run=run,
                 stop=stop, preview=preview, status=status, gallery=gallery, table=table, setups=setups, info=info)
-
-
-# ---------------------------------------------------------------------------------------------
-# Schedule: where each set-up evaluates the model on the noise axis (samplers.analysis.schedule_table)
-
-SCHEDULE_SLOTS = 4
-SCHEDULE_DEFAULTS = (("ddim", 10, "leading"), ("ddim", 10, "trailing"), ("heun", 10, "karras"),
-                     ("dpm-solver-fast", 10, None))
-SCHEDULE_COLUMNS = ("label", "method", "index", "t", "sigma", "lambda", "step", "on_grid")
-SCHEDULE_PARAMS = ["model", "rescale_betas_zero_snr"] + [f"{field}_{i + 1}" for i in range(SCHEDULE_SLOTS)
-                                                         for field in ("sampler", "steps", "spacing")]
-
-
-def schedule_rows(values: dict, limits: runner.Limits) -> list[dict]:
-    """The evaluation points of every filled set-up slot on the chosen model's noise schedule."""
-    info = runner.load_model(runner.check_model(values.get("model")), limits)[1]
-    zero_snr = values.get("rescale_betas_zero_snr")
-    cond = runner.Conditioning(rescale_betas_zero_snr=runner.check_bool("rescale_betas_zero_snr", zero_snr)
-                               if zero_snr not in (None, "") else False)
-    setups = []
-    for i in range(SCHEDULE_SLOTS):
-        fields = {f: values.get(f"{f}_{i + 1}") for f in ("sampler", "steps", "spacing")}
-        if fields["sampler"] in (None, ""):   # an empty slot is simply not shown
-            continue
-        # "" is the dropdowns' "sampler default"; a str option would otherwise refuse it as a value
-        fields = {k: v for k, v in fields.items() if v not in (None, "")}
-        where = f"set-up {i + 1}: "
-        spec = runner._check_setup(fields, limits, where=where)
-        sampler = runner.build_sampler(info, spec, cond, limits, where=where)
-        setups.append((f"{i + 1}: {spec.label()}", sampler))
-    if not setups:
-        raise ValueError("sampler_1..sampler_4 are all empty; allowed: at least one sampler name, e.g. 'ddim'")
-    return samplers.analysis.schedule_table(setups)
-
-
-def _schedule_tab(ctx):
-    limits = ctx["limits"]
-    gr.Markdown("Where each set-up evaluates the model: the noise level (log10 sigma) of every model evaluation, "
-                "in order. Heun and Runge-Kutta style samplers evaluate between grid points too.",
-                elem_classes="hint")
-    slots = []
-    for i, (name, steps, spacing) in enumerate(SCHEDULE_DEFAULTS[:SCHEDULE_SLOTS]):
-        with gr.Row():
-            slots.append(gr.Dropdown(choices=[("(none)", "")] + sampler_choices(), value=name,
-                                     label=f"{i + 1}: sampler", scale=3))
-            slots.append(gr.Number(value=steps, precision=0, minimum=1, maximum=limits.max_steps, label="steps",
-                                   scale=1))
-            slots.append(gr.Dropdown(choices=[("sampler default", "")]
-                                     + list(runner.option_choices(samplers.OPTIONS["spacing"])),
-                                     value=spacing or "", label="spacing", scale=2))
-    show = gr.Button("Show", variant="primary", elem_id="schedule-button")
-    plot = gr.LinePlot(x="index", y="log10_sigma", color="label", label="log10(sigma) of each model evaluation",
-                       x_title="evaluation", y_title="log10 sigma", height=360)
-    table = gr.Dataframe(headers=list(SCHEDULE_COLUMNS), interactive=False, label="evaluation points")
-
-    def schedule(*values):
-        import pandas as pd   # comes with gradio
-
-        try:
-            rows = schedule_rows(dict(zip(SCHEDULE_PARAMS, values)), limits)
-        except (ValueError, FileNotFoundError) as exc:
-            raise _errors_as_gradio(exc) from None
-        frame = pd.DataFrame([[r[c] for c in SCHEDULE_COLUMNS] for r in rows], columns=list(SCHEDULE_COLUMNS))
-        # sigma 0 (the end) and inf (zero terminal SNR) have no finite logarithm: left out of the plot only
-        shown = frame[frame["sigma"].map(lambda s: s is not None and 0 < s < float("inf"))].copy()
-        shown["log10_sigma"] = [math.log10(s) for s in shown["sigma"]]
-        return shown, frame
-
-    show.click(named(schedule, SCHEDULE_PARAMS), [ctx["model"], ctx["rescale_betas_zero_snr"], *slots],
-               [plot, table], api_name="schedule", concurrency_id=ctx["concurrency_id"],
-               concurrency_limit=ctx["concurrency_limit"], preprocess=False,
-               api_description="Where up to 4 set-ups (sampler_i, steps_i, spacing_i) evaluate the model: "
-                               "one row per evaluation with index, t, sigma, lambda, step, on_grid.")
-
-
-EXTRA_TABS.append(("Schedule", _schedule_tab))
 
 
 def launch(demo: gr.Blocks, **kwargs):

@@ -1,0 +1,52 @@
+"""Schedule: where each set-up evaluates the model on the noise axis (samplers.analysis.schedule_table)."""
+from __future__ import annotations
+
+import math
+
+import gradio as gr
+
+import runner
+import samplers.analysis
+from views.common import errors_as_gradio, named, setup_slots, slot_params, slot_samplers
+
+SLOTS = 4
+DEFAULTS = (("ddim", 10, "leading"), ("ddim", 10, "trailing"), ("heun", 10, "karras"), ("dpm-solver-fast", 10, None))
+COLUMNS = ("label", "method", "index", "t", "sigma", "lambda", "step", "on_grid")
+PARAMS = ["model", "rescale_betas_zero_snr"] + slot_params(SLOTS)
+
+
+def rows(values: dict, limits: runner.Limits) -> list[dict]:
+    """The evaluation points of every filled set-up slot on the chosen model's noise schedule."""
+    info = runner.load_model(runner.check_model(values.get("model")), limits)[1]
+    return samplers.analysis.schedule_table(slot_samplers(values, SLOTS, info, limits))
+
+
+def tab(ctx):
+    limits = ctx["limits"]
+    gr.Markdown("Where each set-up evaluates the model: the noise level (log10 sigma) of every model evaluation, "
+                "in order. Heun and Runge-Kutta style samplers evaluate between grid points too.",
+                elem_classes="hint")
+    slots = setup_slots(DEFAULTS[:SLOTS], limits)
+    show = gr.Button("Show", variant="primary", elem_id="schedule-button")
+    plot = gr.LinePlot(x="index", y="log10_sigma", color="label", label="log10(sigma) of each model evaluation",
+                       x_title="evaluation", y_title="log10 sigma", height=360)
+    table = gr.Dataframe(headers=list(COLUMNS), interactive=False, label="evaluation points")
+
+    def schedule(*values):
+        import pandas as pd   # comes with gradio
+
+        try:
+            found = rows(dict(zip(PARAMS, values)), limits)
+        except (ValueError, FileNotFoundError) as exc:
+            raise errors_as_gradio(exc) from None
+        frame = pd.DataFrame([[r[c] for c in COLUMNS] for r in found], columns=list(COLUMNS))
+        # sigma 0 (the end) and inf (zero terminal SNR) have no finite logarithm: left out of the plot only
+        shown = frame[frame["sigma"].map(lambda s: s is not None and 0 < s < float("inf"))].copy()
+        shown["log10_sigma"] = [math.log10(s) for s in shown["sigma"]]
+        return shown, frame
+
+    show.click(named(schedule, PARAMS), [ctx["model"], ctx["rescale_betas_zero_snr"], *slots],
+               [plot, table], api_name="schedule", concurrency_id=ctx["concurrency_id"],
+               concurrency_limit=ctx["concurrency_limit"], preprocess=False,
+               api_description="Where up to 4 set-ups (sampler_i, steps_i, spacing_i) evaluate the model: "
+                               "one row per evaluation with index, t, sigma, lambda, step, on_grid.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 # ZeroGPU wants `spaces` imported before torch (views.common imports it first); elsewhere it is absent.
 from views.common import errors_as_gradio, gpu, named, sampler_choices, spaces  # noqa: I001
 
+import math
 import os
 import random
 
@@ -19,7 +20,9 @@ import gradio as gr
 
 import runner
 import samplers
+import views.errors
 import views.schedule
+import views.teaching
 
 TITLE = "Sampler Lab"
 CSS = """
@@ -30,8 +33,14 @@ THEME = gr.themes.Soft()
 ROW_FIELDS = ("sampler", "steps", "order", "eta", "spacing")   # the controls of one compare set-up
 # (title, build(ctx)) of the explanatory tabs (views/), drawn after Generate and Compare; ctx holds the
 # shared controls.
-EXTRA_TABS: list = [("Schedule", views.schedule.tab)]
+EXTRA_TABS: list = [("Schedule", views.schedule.tab), ("2-D", views.teaching.tab),
+                    ("Error vs steps", views.errors.tab)]
 DEFAULT_ROWS = ("ddim", "unipc", "ipndm", "euler", "dpm++2s-a", "plms")
+TRACE_COLUMNS = ("nfe", "t", "sigma", "change", "x0_change", "x0_to_final", "x_rms", "x0_rms")
+CHANGE_SERIES = {"change": "sample x: |x_i - x_i-1| / |x_i|", "x0_change": "x0: |x0_i - x0_i-1| / |x0_i|",
+                 "x0_to_final": "x0 to the final image: |x0_i - x| / |x|"}
+NORM_SERIES = {"x_rms": "sample x", "x0_rms": "predicted x0"}
+TRACE_WHILE_RUNNING = ("The trace appears when the run ends.", None, None, None, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,12 +210,13 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                 for p in runner.in_background(lambda: runner.generate(request, limits)):
                     shown = preview_file.update(p.preview)
                     if not p.done:
-                        yield shown, p.status(), None, None, None
+                        yield shown, p.status(), None, None, None, *TRACE_WHILE_RUNNING
                         continue
                     captions = [f"{request.setup.sampler} · seed {request.seed} · #{i}" for i in range(len(p.images))]
                     notice_text = f"\n\n⚠️ {p.info['notice']}" if p.info.get("notice") else ""
                     yield (shown, p.status() + " · done" + notice_text, list(zip(p.images, captions)),
-                           {k: v for k, v in p.info.items() if k not in ("code",)}, p.info["code"])
+                           {k: v for k, v in p.info.items() if k not in ("code",)}, p.info["code"],
+                           *trace_outputs(p.trace))
             except (ValueError, FileNotFoundError) as exc:
                 raise errors_as_gradio(exc) from None
             finally:
@@ -217,11 +227,14 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
         gen_inputs = [model, gen["sampler"], gen["steps"], gen["seed"], gen["num_images"], class_label,
                       guidance_scale, guidance_rescale, zero_snr, *gen["options"]]
         gen_event = gen["run"].click(
-            generate, gen_inputs, [gen["preview"], gen["status"], gen["gallery"], gen["settings"], gen["code"]],
+            generate, gen_inputs,
+            [gen["preview"], gen["status"], gen["gallery"], gen["settings"], gen["code"], *gen["trace"]],
             api_name="generate", concurrency_id="model", concurrency_limit=limits.concurrency, preprocess=False,
             show_progress="minimal", show_progress_on=gen["status"],
             api_description="Sample with one sampler, streaming the noisy sample | predicted x0 preview, "
-                            "step i/N, NFE, t and sigma after every model evaluation.")
+                            "step i/N, NFE, t and sigma after every model evaluation; at the end the images, "
+                            "settings, code and the run's trace (x0 strip, change and RMS plots, one row "
+                            "per evaluation).")
         gen["stop"].click(None, None, None, cancels=[gen_event], api_visibility="private")
         gen["dice"].click(lambda: random.randint(0, 2**31 - 1), None, gen["seed"], api_visibility="private",
                           queue=False)
@@ -293,6 +306,31 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
     return demo
 
 
+def trace_outputs(trace: dict) -> tuple:
+    """A run's trace (runner.Tracer.result) as the note, x0 strip, two plots and the table under Generate."""
+    import pandas as pd   # comes with gradio
+
+    rows = trace["rows"]
+    commit = trace["commit_nfe"]
+    note = (f"Trace of {trace['about']}. "
+            + (f"**Committed at NFE {commit}**: from there on every predicted x0 lies within "
+               f"{runner.COMMIT_FRACTION:.0%} of the final image." if commit is not None else
+               f"The prediction never settled within {runner.COMMIT_FRACTION:.0%} of the final image."))
+    # PIL's built-in font has no Greek letters: "sigma" spelled out
+    strip = runner.labelled_strip([(picture, f"NFE {nfe}", f"sigma {sigma:.0f}" if sigma >= 100 else f"sigma {sigma:.3g}")
+                                   for nfe, sigma, picture in trace["thumbnails"]])
+    # log10 of a change of exactly 0 (the last x0 against the result itself) has no value: left out
+    change = pd.DataFrame([dict(nfe=r["nfe"], series=label, log10_value=math.log10(r[key]))
+                           for key, label in CHANGE_SERIES.items() for r in rows
+                           if r[key] is not None and 0 < r[key] < math.inf],
+                          columns=["nfe", "series", "log10_value"])
+    norm = pd.DataFrame([dict(nfe=r["nfe"], series=label, value=r[key])
+                         for key, label in NORM_SERIES.items() for r in rows if r[key] is not None],
+                        columns=["nfe", "series", "value"])
+    table = pd.DataFrame([[r[c] for c in TRACE_COLUMNS] for r in rows], columns=list(TRACE_COLUMNS))
+    return note, strip, change, norm, table
+
+
 def _info_or_none(model_name, limits):
     try:
         return runner.load_model(runner.check_model(model_name), limits)[1]
@@ -342,12 +380,27 @@ def _generate_tab(limits: runner.Limits, options):
                               open=False):
                 settings = gr.JSON(label="settings")
                 code = gr.Code(language="python", label="repeat with the samplers package")
+    with gr.Accordion("How the picture formed: the predicted x0 along the run, per-step change and norms", open=True):
+        trace_note = gr.Markdown("After a run: the model's guess of the clean image (x0) at every few steps, and "
+                                 "how much the sample and the guess still change.", elem_id="trace-note",
+                                 elem_classes="hint")
+        trace_strip = gr.Image(label="predicted x0 along the run (NFE, sigma)", format="png", interactive=False,
+                               elem_id="trace-strip", elem_classes="pixelated", show_label=False, height=120)
+        with gr.Row():
+            trace_change = gr.LinePlot(x="nfe", y="log10_value", color="series", label="per-step change (relative)",
+                                       x_title="model evaluation (NFE)", y_title="log10 relative change",
+                                       elem_id="trace-change")
+            trace_norm = gr.LinePlot(x="nfe", y="value", color="series", label="RMS of the sample and of x0",
+                                     x_title="model evaluation (NFE)", y_title="RMS", elem_id="trace-norm")
+        with gr.Accordion("trace data: one row per model evaluation", open=False):
+            trace_table = gr.Dataframe(headers=list(TRACE_COLUMNS), interactive=False, elem_id="trace-table")
     gr.Examples(examples=[["ddim", 25, 0], ["unipc", 10, 1], ["ddpm", 100, 2]] if "unipc" in names
                 else [["ddim", 25, 0], ["ddpm", 100, 2]],
                 inputs=[sampler, steps, seed], cache_examples=False, label="Try")
     return dict(sampler=sampler, summary=summary, steps=steps, seed=seed, dice=dice, num_images=num_images,
                 options=[comps[o.name] for o in options], hint=hint, run=run, stop=stop, preview=preview,
-                status=status, gallery=gallery, settings=settings, code=code)
+                status=status, gallery=gallery, settings=settings, code=code,
+                trace=[trace_note, trace_strip, trace_change, trace_norm, trace_table])
 
 
 def _compare_tab(limits: runner.Limits):

@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -41,6 +41,7 @@ import torch
 
 import models
 import samplers
+import samplers.analysis
 from models import cache as model_cache
 from models import embedded as embedded_models
 from models import loading as model_loading
@@ -170,15 +171,15 @@ def check_model(value, environ=None) -> str:
     if value is None or value == "":
         return "default"
     if not isinstance(value, str):
-        raise ValueError(f"model={_short(value)} must be a string; allowed: {allowed_text}")
+        raise ValueError(f"model={short(value)} must be a string; allowed: {allowed_text}")
     if value in allowed:
         return value
     if "://" in value or value.startswith(("/", ".", "~", "\\")) or "\\" in value or ".." in value:
-        raise ValueError(f"model={_short(value)} is a path or URL; allowed: only named models: {allowed_text}")
+        raise ValueError(f"model={short(value)} is a path or URL; allowed: only named models: {allowed_text}")
     if not model_loading.REPO_ID_PATTERN.match(value) or len(value) > model_loading.MAX_REPO_ID_LENGTH:
-        raise ValueError(f"model={_short(value)} is not a known model or a hub id 'org/name'; allowed: {allowed_text}")
+        raise ValueError(f"model={short(value)} is not a known model or a hub id 'org/name'; allowed: {allowed_text}")
     if not any_hub:
-        raise ValueError(f"model={_short(value)} is not in the allow-list; allowed: {allowed_text}")
+        raise ValueError(f"model={short(value)} is not in the allow-list; allowed: {allowed_text}")
     return value
 
 
@@ -369,7 +370,7 @@ def generate_params() -> list[str]:
 
 def method(name) -> samplers.Method:
     if not isinstance(name, str) or name not in samplers.REGISTRY:
-        raise ValueError(f"sampler={_short(name)} is unknown; allowed: {', '.join(samplers.REGISTRY)}")
+        raise ValueError(f"sampler={short(name)} is unknown; allowed: {', '.join(samplers.REGISTRY)}")
     return samplers.REGISTRY[name]
 
 
@@ -400,7 +401,7 @@ def _parse_list(name: str, value):
         try:
             return [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
         except ValueError:
-            raise ValueError(f"{name}={_short(value)} must be numbers separated by commas, "
+            raise ValueError(f"{name}={short(value)} must be numbers separated by commas, "
                              f"e.g. '999, 700, 400, 100'") from None
     return value
 
@@ -419,7 +420,7 @@ def check_option(option: samplers.Option, value, param: str):
         # said here: int(nan) or float(10**400) inside the option's own check fails naming nothing
         lo = "" if option.low is None else f"{option.low:g} <= "
         hi = "" if option.high is None else f" <= {option.high:g}"
-        raise ValueError(f"{param}={_short(value)} must be a finite number of sensible size "
+        raise ValueError(f"{param}={short(value)} must be a finite number of sensible size "
                          f"(allowed: {lo}{param}{hi})")
     try:
         return option.check(value)
@@ -428,14 +429,14 @@ def check_option(option: samplers.Option, value, param: str):
         if param != option.name:
             text = text.replace(f"{option.name}=", f"{param}=", 1).replace(f" {option.name} ", f" {param} ")
         if f"{param}=" not in text:
-            text = f"{param}={_short(value)}: {text}"
+            text = f"{param}={short(value)}: {text}"
         if "allowed" not in text:
             choices = option_choices(option)
             text += f"; allowed: {', '.join(map(str, choices))}" if choices else ""
         raise ValueError(text) from None
 
 
-def _short(value) -> str:
+def short(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -464,10 +465,10 @@ def check_int(name: str, value, low: int, high: int, *, hint: str = "") -> int:
     allowed = f"(allowed: {low} <= {name} <= {high}{hint})"
     number = _as_number(value)
     if number is None or (isinstance(number, float) and (not math.isfinite(number) or number != int(number))):
-        raise ValueError(f"{name}={_short(value)} must be an integer {allowed}")
+        raise ValueError(f"{name}={short(value)} must be an integer {allowed}")
     number = int(number)   # exact for any size: no detour through float
     if not low <= number <= high:
-        raise ValueError(f"{name}={_short(value)} is out of range {allowed}")
+        raise ValueError(f"{name}={short(value)} is out of range {allowed}")
     return number
 
 
@@ -475,14 +476,14 @@ def check_float(name: str, value, low: float, high: float) -> float:
     allowed = f"(allowed: {low:g} <= {name} <= {high:g})"
     number = _as_number(value)
     if number is None:
-        raise ValueError(f"{name}={_short(value)} must be a number {allowed}")
+        raise ValueError(f"{name}={short(value)} must be a number {allowed}")
     if isinstance(number, int) and not low <= number <= high:   # huge ints overflow float()
-        raise ValueError(f"{name}={_short(value)} is out of range {allowed}")
+        raise ValueError(f"{name}={short(value)} is out of range {allowed}")
     number = float(number)
     if not math.isfinite(number):
-        raise ValueError(f"{name}={_short(value)} must be a finite number {allowed}")
+        raise ValueError(f"{name}={short(value)} must be a finite number {allowed}")
     if not low <= number <= high:
-        raise ValueError(f"{name}={_short(value)} is out of range {allowed}")
+        raise ValueError(f"{name}={short(value)} is out of range {allowed}")
     return number
 
 
@@ -491,7 +492,7 @@ def check_bool(name: str, value) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
-    raise ValueError(f"{name}={_short(value)} must be true or false")
+    raise ValueError(f"{name}={short(value)} must be true or false")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -542,7 +543,7 @@ def _check_steps(value, limits: Limits, name: str = "steps") -> int:
     return check_int(name, value, 1, limits.max_steps, hint=" on this machine; MAX_STEPS")
 
 
-def _check_setup(values: dict, limits: Limits, where: str = "") -> SetupSpec:
+def check_setup(values: dict, limits: Limits, where: str = "") -> SetupSpec:
     """sampler + steps + options from a dict keyed by request parameter names."""
     sampler = values.get("sampler")
     if sampler is None or sampler == "":
@@ -562,20 +563,20 @@ def _check_setup(values: dict, limits: Limits, where: str = "") -> SetupSpec:
     return SetupSpec(sampler, steps, options)
 
 
-def _check_conditioning(values: dict) -> Conditioning:
+def check_conditioning(values: dict) -> Conditioning:
     label = values.get("class_label")
     if isinstance(label, bool):
-        raise ValueError(f"class_label={_short(label)} must be a class name, a class index or 'none'")
+        raise ValueError(f"class_label={short(label)} must be a class name, a class index or 'none'")
     if isinstance(label, (float, np.floating)):
         if not math.isfinite(label) or label != int(label):
-            raise ValueError(f"class_label={_short(label)} must be a class name, a class index or 'none'")
+            raise ValueError(f"class_label={short(label)} must be a class name, a class index or 'none'")
         label = int(label)
     if isinstance(label, str) and label.strip().lstrip("-").isdigit():   # "2" from a form field
         label = int(label.strip())
     if label == "" or label is None:
         label = None
     elif not isinstance(label, (str, int, np.integer)):
-        raise ValueError(f"class_label={_short(label)} must be a class name, a class index or 'none'")
+        raise ValueError(f"class_label={short(label)} must be a class name, a class index or 'none'")
     scale = values.get("guidance_scale")
     scale = None if scale in (None, "") else check_float("guidance_scale", scale, 0.0, 20.0)
     rescale = values.get("guidance_rescale")
@@ -585,7 +586,7 @@ def _check_conditioning(values: dict) -> Conditioning:
     return Conditioning(label, scale, rescale, zero_snr)
 
 
-def _check_count(values: dict, limits: Limits) -> int:
+def check_count(values: dict, limits: Limits) -> int:
     n = values.get("num_images")
     if n is None or n == "":
         return 1
@@ -594,7 +595,7 @@ def _check_count(values: dict, limits: Limits) -> int:
                      hint=f"; images ≤ MAX_IMAGES={limits.max_images}, 2-D points ≤ MAX_POINTS")
 
 
-def _check_seed(value) -> int:
+def check_seed(value) -> int:
     if value is None or value == "":
         return 0
     return check_int("seed", value, 0, MAX_SEED)
@@ -610,9 +611,9 @@ def parse_generate(values: dict, limits: Limits, environ=None) -> GenerateReques
     """Raw /generate values (keyed by parameter name; None = default) -> a request, or ValueError."""
     _unknown_params(values, generate_params())
     model = check_model(values.get("model"), environ)
-    setup = _check_setup(values, limits)
-    return GenerateRequest(model, setup, _check_seed(values.get("seed")), _check_count(values, limits),
-                           _check_conditioning(values))
+    setup = check_setup(values, limits)
+    return GenerateRequest(model, setup, check_seed(values.get("seed")), check_count(values, limits),
+                           check_conditioning(values))
 
 
 COMPARE_PARAMS = ("model", "setups", "seed", "num_images", "class_label", "guidance_scale", "guidance_rescale",
@@ -641,17 +642,17 @@ def parse_compare(values: dict, limits: Limits, environ=None) -> CompareRequest:
     setups = []
     for i, entry in enumerate(raw):
         if not isinstance(entry, dict):
-            raise ValueError(f"setups[{i}]={_short(entry)} must be an object like "
+            raise ValueError(f"setups[{i}]={short(entry)} must be an object like "
                              f"{{\"sampler\": \"ddim\", \"steps\": 20}}")
         try:
             _unknown_params(entry, known)
         except ValueError as exc:
             raise ValueError(f"setups[{i}]: {exc}") from None
-        setups.append(_check_setup(entry, limits, where=f"setups[{i}]: "))
+        setups.append(check_setup(entry, limits, where=f"setups[{i}]: "))
     reference = values.get("reference")
     reference = False if reference in (None, "") else check_bool("reference", reference)
-    return CompareRequest(model, setups, _check_seed(values.get("seed")), _check_count(values, limits),
-                          _check_conditioning(values), reference)
+    return CompareRequest(model, setups, check_seed(values.get("seed")), check_count(values, limits),
+                          check_conditioning(values), reference)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -700,7 +701,7 @@ def resolve_conditioning(info: ModelInfo, cond: Conditioning) -> Resolved:
     label = info.default_class if cond.class_label is None else cond.class_label
     if info.classes is None:
         if label not in ("none", -1, None):
-            raise ValueError(f"class_label={_short(cond.class_label)}: model {info.name!r} is unconditional; "
+            raise ValueError(f"class_label={short(cond.class_label)}: model {info.name!r} is unconditional; "
                              f"allowed: none")
         index = None
         label = "none"
@@ -713,7 +714,7 @@ def resolve_conditioning(info: ModelInfo, cond: Conditioning) -> Resolved:
         index = None if int(label) == -1 else int(label)
         label = "none" if index is None else info.classes[index]
     else:
-        raise ValueError(f"class_label={_short(cond.class_label)} is not a class of model {info.name!r}; "
+        raise ValueError(f"class_label={short(cond.class_label)} is not a class of model {info.name!r}; "
                          f"allowed: none, 0..{len(info.classes) - 1} or one of {info.classes}")
     scale = info.default_guidance if cond.guidance_scale is None else cond.guidance_scale
     rescale = 0.0 if cond.guidance_rescale is None else cond.guidance_rescale
@@ -799,6 +800,25 @@ def tile(images: np.ndarray, cols: int | None = None, gap: int = 1, fill: int = 
 def upscale(img: np.ndarray, target: int = PREVIEW_PANEL) -> np.ndarray:
     factor = max(1, target // max(img.shape[:2]))
     return img if factor == 1 else img.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def labelled_strip(pictures, side: int = 64, gap: int = 4) -> np.ndarray:
+    """[(picture, line 1, line 2), ...] -> one row of pictures (nearest-upscaled to ``side``) with two
+    lines of text under each: the x0 strip of a run's trace."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=11)
+    text_h = 28
+    out = Image.new("RGB", (len(pictures) * (side + gap) - gap, side + text_h), "white")
+    draw = ImageDraw.Draw(out)
+    for i, (picture, first, second) in enumerate(pictures):
+        img = Image.fromarray(_rgb(np.asarray(picture, np.uint8)))
+        img = img.resize((side, side), Image.NEAREST if img.width <= side else Image.BILINEAR)
+        x = i * (side + gap)
+        out.paste(img, (x, 0))
+        draw.text((x + 1, side + 2), first, fill=(40, 40, 40), font=font)
+        draw.text((x + 1, side + 15), second, fill=(110, 110, 110), font=font)
+    return np.asarray(out)
 
 
 SCATTER_EXTENT = 2.5   # the 2-D plots show [-2.5, 2.5]^2: the data lies within radius 1, noise mostly inside
@@ -909,7 +929,7 @@ _runs_lock = threading.Lock()
 RUNS: deque = deque(maxlen=64)
 
 
-def _new_run(kind: str, total: int) -> RunRecord:
+def new_run(kind: str, total: int) -> RunRecord:
     record = RunRecord(next(_run_ids), kind, total)
     with _runs_lock:
         RUNS.append(record)
@@ -921,7 +941,7 @@ def active_runs() -> list[RunRecord]:
         return [r for r in RUNS if r.status == "running"]
 
 
-class _Tracked:
+class Tracked:
     """Marks a run record done / stopped / failed however its generator ends."""
 
     def __init__(self, record: RunRecord):
@@ -959,6 +979,7 @@ class Progress:
     images: list[np.ndarray] | None = None   # final pictures (at the end)
     sample: torch.Tensor | None = None       # the final sample (at the end)
     info: dict | None = None                 # every setting, the seed, timing (at the end)
+    trace: dict | None = None                # how the picture formed, step by step (at the end): see Tracer
 
     def status(self) -> str:
         return (f"step {self.step}/{self.steps} · NFE {self.nfe}/{self.total_nfe} · t = {self.t:.1f} · "
@@ -993,6 +1014,51 @@ class Throttle:
     def spent(self, seconds: float) -> None:
         """Report what the last preview cost (an average, so one slow frame does not stall previews)."""
         self.cost = seconds if self.cost == 0.0 else 0.5 * (self.cost + seconds)
+
+
+TRACE_SIDE = 64          # the trace keeps image #0 at most this wide (area average): small at any resolution
+TRACE_THUMBNAILS = 16    # x0 thumbnails per run, about (plus the last)
+COMMIT_FRACTION = 0.1    # "committed": every later x0 within 10% of the final image
+
+
+class Tracer:
+    """Keeps a small copy of every step of a run for ``samplers.analysis.trace``.
+
+    Images: image #0 only, shrunk to TRACE_SIDE px (exact for the 32 px default model), so a long
+    run on a large model stays a few MB. 2-D models: the whole point set. Copying costs a few
+    microseconds a step; the numbers and thumbnails are computed once, at the end.
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.kept: list[samplers.Step] = []
+        self.shrunk = False
+
+    def _small(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "points":
+            return x.detach().to("cpu", torch.float32, copy=True)
+        first = x[:1].detach().float()
+        if max(first.shape[-2:]) > TRACE_SIDE:
+            first = torch.nn.functional.adaptive_avg_pool2d(first, TRACE_SIDE)
+            self.shrunk = True
+        return first.to("cpu", copy=True)
+
+    def add(self, step: samplers.Step) -> None:
+        self.kept.append(replace(step, x=self._small(step.x), x0=self._small(step.x0)))
+
+    def result(self) -> dict:
+        """rows (samplers.analysis.trace), thumbnails [(nfe, sigma, picture)], commit_nfe, about."""
+        every = max(1, math.ceil(len(self.kept) / TRACE_THUMBNAILS))
+        found = samplers.analysis.trace(self.kept, thumbnails_every=every)
+        sigma_at = {r["nfe"]: r["sigma"] for r in found["rows"]}
+        pictures = []
+        for nfe, thumb in found["thumbnails"]:
+            picture = scatter(thumb, size=128) if self.kind == "points" else _rgb(thumb)
+            pictures.append((nfe, sigma_at[nfe], picture))
+        about = ("the whole point set" if self.kind == "points" else
+                 f"image #0{f' at {TRACE_SIDE} px' if self.shrunk else ''}")
+        return dict(rows=found["rows"], thumbnails=pictures,
+                    commit_nfe=samplers.analysis.commit_index(found["rows"], COMMIT_FRACTION), about=about)
 
 
 def _settings(req_model: str, info: ModelInfo, setup: SetupSpec, sampler: samplers.Sampler, seed: int, count: int,
@@ -1077,11 +1143,13 @@ def generate(request: GenerateRequest, limits: Limits, clock=time.perf_counter) 
                                if k in request.setup.options and _jsonable(defaults.get(k)) != _jsonable(v)}
     grid_t = np.asarray(sampler.timesteps, np.float64)
     throttle = Throttle(limits.preview_fps, clock)
-    record = _new_run("generate", sampler.nfe)
+    tracer = Tracer(info.kind)
+    record = new_run("generate", sampler.nfe)
     start = clock()
-    with _Tracked(record):
+    with Tracked(record):
         for step in sampler.run(prepared.model, noise, generator):
             record.nfe = step.nfe
+            tracer.add(step)
             seconds = clock() - start
             drawing = clock()
             shown = preview(step.x, step.x0, info) if throttle.ready(force=step.done or step.nfe == 1) else None
@@ -1095,6 +1163,7 @@ def generate(request: GenerateRequest, limits: Limits, clock=time.perf_counter) 
                 progress.images = final_pictures(step.x, info)
                 progress.sample = step.x
                 progress.info = settings
+                progress.trace = tracer.result()
             yield progress
             if shown is not None:
                 throttle.spent(clock() - drawing)   # drawing it, and the consumer's work until it asked again
@@ -1200,11 +1269,11 @@ def compare(request: CompareRequest, limits: Limits, clock=time.perf_counter) ->
         jobs.append((sampler, noise, generator))
     panel = 128 if info.kind == "image" else 160
     throttle = Throttle(limits.preview_fps, clock)
-    record = _new_run("compare", sum(s.nfe for s in built))
+    record = new_run("compare", sum(s.nfe for s in built))
     start = clock()
     latest: list[Any] = [None] * len(jobs)
     finished_at: list[float | None] = [None] * len(jobs)
-    with _Tracked(record):
+    with Tracked(record):
         for round_index, steps in enumerate(samplers.run_together(prepared.model, jobs), start=1):
             now = clock() - start
             for i, st in enumerate(steps):

@@ -566,6 +566,24 @@ def _steps_by_nfe(method: str, options: dict, schedule: NoiseSchedule, largest_t
     return table
 
 
+def planned_runs(method: str, options: dict | None, schedule: NoiseSchedule, nfe_targets) -> list[tuple[int, int, int]]:
+    """The runs ``error_curve`` makes, in order: (target, steps, declared NFE), one per distinct step count.
+
+    For each target the step count whose declared NFE is closest to it (ties: the cheaper); a target
+    that maps to a step count already planned adds nothing. Lets a caller size (or refuse) the work
+    before any model evaluation.
+    """
+    targets = [int(t) for t in nfe_targets]
+    if not targets or any(t < 1 for t in targets):
+        raise ValueError(f"nfe_targets={targets} must be a non-empty list of integers >= 1")
+    table = _steps_by_nfe(method, dict(options or {}), schedule, max(targets))  # names a bad method or option
+    runs: dict[int, tuple[int, int, int]] = {}
+    for target in targets:
+        steps = min(table, key=lambda s: (abs(table[s] - target), table[s], s))
+        runs.setdefault(steps, (target, steps, table[steps]))
+    return list(runs.values())
+
+
 def error_curve(method: str, options: dict | None, model, noise, reference: Reference | None = None,
                 nfe_targets: Iterable[int] = range(4, 51), schedule: NoiseSchedule | None = None,
                 seed: int = 0) -> Iterator[dict]:
@@ -588,19 +606,12 @@ def error_curve(method: str, options: dict | None, model, noise, reference: Refe
     schedule = _schedule_of(model, schedule)
     options.setdefault("prediction_type", _prediction_type_of(model, None))
     noise = _as_tensor(noise, "noise")
-    targets = [int(t) for t in nfe_targets]
-    if not targets or any(t < 1 for t in targets):
-        raise ValueError(f"nfe_targets={targets} must be a non-empty list of integers >= 1")
+    runs = planned_runs(method, options, schedule, nfe_targets)   # names a bad method, option or target first
     if reference is None:
         reference = flow_reference(model) if callable(getattr(model, "flow", None)) else ode_reference(model)
-    table = _steps_by_nfe(method, options, schedule, max(targets))  # names a bad method or option too
     cache: dict = {}
-    done, reported = set(), set()
-    for target in targets:
-        steps = min(table, key=lambda s: (abs(table[s] - target), table[s], s))
-        if steps in done:
-            continue
-        done.add(steps)
+    reported = set()
+    for target, steps, _ in runs:
         start = time.perf_counter()
         sampler = Sampler(method, steps, schedule, **options)
         first, count, result = None, 0, None

@@ -296,3 +296,12 @@ def test_the_analysis_layer_imports_neither_models_nor_the_ui():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not {name.split(".")[0] for name in imported} & {"models", "gradio", "diffusers", "app", "runner"}
+
+
+def test_planned_runs_pick_the_closest_nfe_and_never_repeat_a_step_count():
+    schedule = samplers.NoiseSchedule.from_config({})
+    assert analysis.planned_runs("ddim", {}, schedule, [4, 4, 5]) == [(4, 4, 4), (5, 5, 5)]
+    # Heun evaluates 2N - 1 times: NFE 6 is as close to 3 steps (5) as to 4 steps (7); the cheaper wins
+    assert analysis.planned_runs("heun", {}, schedule, [5, 6, 7]) == [(5, 3, 5), (7, 4, 7)]
+    with pytest.raises(ValueError, match="nfe_targets"):
+        analysis.planned_runs("ddim", {}, schedule, [0])

@@ -2,6 +2,8 @@
 launched in-process and driven with ``gradio_client`` as an API user would."""
 from __future__ import annotations
 
+import dataclasses
+
 import threading
 import time
 
@@ -22,9 +24,9 @@ LIMITS = runner.Limits(max_steps=200, max_images=8, max_points=2000, max_compare
                        reference_steps=60)
 
 
-def direct_run(net, method, steps, seed, count, shape, class_index=None, null_label=None, scale=1.0, rescale=0.0,
-               **options):
-    """The samplers package called directly, as the README tells a user to repeat an app run."""
+def direct_steps(net, method, steps, seed, count, shape, class_index=None, null_label=None, scale=1.0, rescale=0.0,
+                 **options):
+    """The samplers package called directly, as the README tells a user to repeat an app run: every Step."""
     model = net
     if null_label is not None:
         label = null_label if class_index is None else class_index
@@ -33,7 +35,11 @@ def direct_run(net, method, steps, seed, count, shape, class_index=None, null_la
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn((count, *shape), generator=g)
     with torch.no_grad():
-        return sampler.sample(model, noise, generator=g)
+        return list(sampler.run(model, noise, generator=g))
+
+
+def direct_run(*args, **kwargs):
+    return direct_steps(*args, **kwargs)[-1].x
 
 
 def as_png_pixels(x: torch.Tensor) -> np.ndarray:
@@ -195,7 +201,7 @@ def test_generate_streams_each_step_and_matches_the_samplers_package(client):
                         num_images=3, class_label="class 1", guidance_scale=2.5, guidance_rescale=0.4,
                         api_name="/generate")
     outputs = list(job)
-    preview, status, gallery, settings, code = job.result()
+    preview, status, gallery, settings, code, *trace = job.result()
     seen = statuses(outputs)
     steps_seen = {int(s.split()[1].split("/")[0]) for s in seen}
     assert steps_seen == set(range(1, 13)), seen            # at least one update per step
@@ -208,6 +214,28 @@ def test_generate_streams_each_step_and_matches_the_samplers_package(client):
     assert settings["seed"] == 77 and settings["options"]["eta"] == 0.5 and settings["class_label"] == "class 1"
     assert "manual_seed(77)" in code and "method='ddim'" in code and "eta=0.5" in code
     assert read_png(preview).shape[1] > 2 * 256     # noisy | x0 side by side, upscaled from 8 px
+
+
+def test_generate_returns_the_runs_trace_one_row_per_evaluation(client):
+    note, strip, change_plot, norm_plot, table = client.predict(
+        model="tiny-unet", sampler="unipc", steps=20, seed=5, num_images=2, api_name="/generate")[5:]
+    rows = [dict(zip(table["headers"], r)) for r in table["data"]]
+    assert [r["nfe"] for r in rows] == list(range(1, 21))
+    # the same numbers as samplers.analysis.trace on image #0 of the same run made directly
+    steps = direct_steps(tiny_unet(), "unipc", 20, 5, 2, (3, 8, 8), null_label=3)
+    first = [dataclasses.replace(s, x=s.x[:1], x0=s.x0[:1]) for s in steps]
+    expected = samplers.analysis.trace(first)["rows"]
+    for got, want in zip(rows, expected):
+        for key in ("sigma", "x_rms", "x0_rms", "x0_to_final"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (key, got, want)
+    assert rows[0]["change"] is None and rows[-1]["x0_to_final"] == pytest.approx(0, abs=1e-6)
+    commit = samplers.analysis.commit_index(expected, runner.COMMIT_FRACTION)
+    assert f"Committed at NFE {commit}" in note
+    # one strip of about TRACE_THUMBNAILS x0 pictures (64 px, 4 px apart, text under each)
+    pictures = (read_png(strip).shape[1] + 4) // 68
+    assert 10 <= pictures <= runner.TRACE_THUMBNAILS + 1 and read_png(strip).shape[0] == 64 + 28
+    assert len({row[1] for row in change_plot["data"]}) == 3            # x, x0 and x0-to-final
+    assert {row[1] for row in norm_plot["data"]} == {"sample x", "predicted x0"}
 
 
 def test_generate_on_a_2d_model_returns_the_points(client):

@@ -1,8 +1,9 @@
 """The page in a real browser: Debian's chromium driven by playwright (no browser download).
 
 Opens the app as shipped (the embedded default model, or its fallback while that is missing),
-clicks Generate, watches the preview image change while the run streams, and saves a
-screenshot (pytest's tmp dir, copied to bench/results/screenshot-generate.png for the notes).
+clicks Generate, watches the preview image change while the run streams, then opens every
+explanatory view, runs it and checks that its plot rendered. One screenshot per view (pytest's
+tmp dir, copied to bench/results/screenshot-<view>.png as the run's artifacts).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]
-SCREENSHOT_COPY = Path(__file__).resolve().parent.parent / "bench" / "results" / "screenshot-generate.png"
+RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 if not os.path.exists(CHROMIUM):
@@ -39,7 +40,8 @@ def page_url():
     torch.set_num_threads(before)
 
 
-def test_generate_in_the_browser_streams_changing_previews(page_url, tmp_path):
+@pytest.fixture(scope="module")
+def page(page_url):
     with playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
@@ -48,30 +50,77 @@ def test_generate_in_the_browser_streams_changing_previews(page_url, tmp_path):
             page.wait_for_selector("#generate-button", timeout=60_000)
             # the page-load event fills in the model's classes and the sampler's defaults
             page.wait_for_function("() => !document.body.innerText.includes('Loading...')", timeout=60_000)
-            page.click("#generate-button")
-            seen = []          # (preview src, status text) each time the preview changed
-            deadline = time.time() + 120
-            status = ""
-            while time.time() < deadline:
-                status = page.inner_text("#generate-status")
-                img = page.query_selector("#preview img")
-                src = img.get_attribute("src") if img else None
-                if src and (not seen or seen[-1][0] != src):
-                    seen.append((src, status))
-                if "done" in status:
-                    break
-                page.wait_for_timeout(25)
-            assert "done" in status, status
-            during = [s for s, text in seen if "done" not in text]
-            assert len(during) >= 2, seen          # the preview changed while the run was going
-            steps = [int(text.split()[1].split("/")[0]) for _, text in seen if text.startswith("step")]
-            assert steps == sorted(steps) and steps[-1] > steps[0]
-            page.wait_for_selector("#generate-status", timeout=5_000)
-            page.wait_for_timeout(500)  # let the gallery images load
-            shot = tmp_path / "screenshot-generate.png"
-            page.screenshot(path=str(shot), full_page=True)
+            yield page
         finally:
             browser.close()
-    assert shot.stat().st_size > 10_000
-    SCREENSHOT_COPY.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, SCREENSHOT_COPY)
+
+
+def keep_screenshot(page, tmp_path, view: str, selector: str | None = None) -> Path:
+    """Save a screenshot of the page (or of one element) and copy it to bench/results/."""
+    shot = tmp_path / f"screenshot-{view}.png"
+    if selector:
+        page.locator(selector).screenshot(path=str(shot))
+    else:
+        page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 5_000
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, RESULTS / shot.name)
+    return shot
+
+
+def plot_drawn(page, selector: str, timeout_ms: int = 90_000) -> None:
+    """Wait until a native Gradio plot (Vega) has drawn its marks, or an image output holds a picture."""
+    page.wait_for_function(
+        """sel => { const el = document.querySelector(sel); if (!el) return false;
+                    const img = el.querySelector('img'); if (img && img.naturalWidth > 0) return true;
+                    // Vega draws marks into svg.marks; Gradio's loading spinner is an svg too, without them
+                    return el.querySelectorAll('svg.marks g.role-mark path').length > 0; }""",
+        arg=selector, timeout=timeout_ms)
+
+
+def open_tab(page, title: str) -> None:
+    page.get_by_role("tab", name=title, exact=True).click()
+    page.wait_for_timeout(300)
+
+
+def test_generate_in_the_browser_streams_changing_previews(page, tmp_path):
+    open_tab(page, "Generate")
+    page.click("#generate-button")
+    seen = []          # (preview src, status text) each time the preview changed
+    deadline = time.time() + 120
+    status = ""
+    while time.time() < deadline:
+        status = page.inner_text("#generate-status")
+        img = page.query_selector("#preview img")
+        src = img.get_attribute("src") if img else None
+        if src and (not seen or seen[-1][0] != src):
+            seen.append((src, status))
+        if "done" in status:
+            break
+        page.wait_for_timeout(25)
+    assert "done" in status, status
+    during = [s for s, text in seen if "done" not in text]
+    assert len(during) >= 2, seen          # the preview changed while the run was going
+    steps = [int(text.split()[1].split("/")[0]) for _, text in seen if text.startswith("step")]
+    assert steps == sorted(steps) and steps[-1] > steps[0]
+    page.wait_for_selector("#generate-status", timeout=5_000)
+    page.wait_for_timeout(500)  # let the gallery images load
+    keep_screenshot(page, tmp_path, "generate")
+    # the run's trace under it: x0 pictures along the run, and both plots drawn
+    plot_drawn(page, "#trace-strip")
+    plot_drawn(page, "#trace-change")
+    plot_drawn(page, "#trace-norm")
+    assert "Committed at NFE" in page.inner_text("#trace-note") or "never settled" in page.inner_text("#trace-note")
+    page.locator("#trace-strip").scroll_into_view_if_needed()
+    keep_screenshot(page, tmp_path, "trace")
+
+
+@pytest.mark.parametrize("view, button, plot", [("Schedule", "#schedule-button", "#schedule-plot"),
+                                                ("2-D", "#teaching-button", "#teaching-plot"),
+                                                ("Error vs steps", "#errors-button", "#errors-plot")])
+def test_each_view_runs_and_draws_its_plot_in_the_browser(page, tmp_path, view, button, plot):
+    open_tab(page, view)
+    page.click(button)
+    plot_drawn(page, plot)
+    page.wait_for_timeout(800)   # the plot's own fade-in, then the picture
+    keep_screenshot(page, tmp_path, view.lower().replace(" ", "-").replace("2-d", "teaching"))

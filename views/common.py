@@ -75,7 +75,7 @@ def slot_setups(values: dict, count: int, limits: runner.Limits) -> list[tuple[i
             continue
         # "" is the dropdowns' "sampler default"; a str option would otherwise refuse it as a value
         fields = {k: v for k, v in fields.items() if v not in (None, "")}
-        setups.append((i + 1, runner._check_setup(fields, limits, where=f"set-up {i + 1}: ")))
+        setups.append((i + 1, runner.check_setup(fields, limits, where=f"set-up {i + 1}: ")))
     if not setups:
         raise ValueError(f"sampler_1..sampler_{count} are all empty; allowed: at least one sampler name, e.g. 'ddim'")
     return setups

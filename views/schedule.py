@@ -29,7 +29,7 @@ def tab(ctx):
     slots = setup_slots(DEFAULTS[:SLOTS], limits)
     show = gr.Button("Show", variant="primary", elem_id="schedule-button")
     plot = gr.LinePlot(x="index", y="log10_sigma", color="label", label="log10(sigma) of each model evaluation",
-                       x_title="evaluation", y_title="log10 sigma", height=360)
+                       x_title="evaluation", y_title="log10 sigma", elem_id="schedule-plot")
     table = gr.Dataframe(headers=list(COLUMNS), interactive=False, label="evaluation points")
 
     def schedule(*values):

@@ -260,7 +260,7 @@ def check_answer(server, api: str, kwargs: dict) -> None:
     outcome, result = call(server, api, kwargs)
     client = server[2]
     if outcome == "ok":
-        assert result is not None and len(result) == 5
+        assert result is not None and len(result) == (10 if api == "generate" else 5)   # /generate: + the trace
     else:
         assert GENERIC_ERROR not in result, f"unexplained failure for {kwargs!r}: {result}"
         assert result.strip() and names_a_parameter(result, kwargs), (kwargs, result)

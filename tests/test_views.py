@@ -50,3 +50,16 @@ def test_schedule_names_the_bad_parameter(client):
         fetch_schedule(client, sampler_1="ddim", steps_1=5, sampler_2="ddim", steps_2=0, sampler_3="", sampler_4="")
     # the server keeps serving after an error
     assert len(fetch_schedule(client, sampler_1="ddim", steps_1=3, sampler_2="", sampler_3="", sampler_4="")) == 3
+
+
+def test_schedule_plots_lambda_on_request_and_refuses_an_unknown_axis(client):
+    from gradio_client.exceptions import AppError
+
+    plot, table = client.predict(model="tiny-unet", sampler_1="ddim", steps_1=4, spacing_1="trailing", sampler_2="",
+                                 sampler_3="", sampler_4="", y_axis="lambda", api_name="/schedule")
+    lambdas = [row[table["headers"].index("lambda")] for row in table["data"]]
+    plot = plot["value"]     # an update: the plot's value and its y-axis title
+    plotted = [row[plot["columns"].index("value")] for row in plot["data"]]
+    assert plotted == pytest.approx(lambdas[:len(plotted)], rel=1e-9)   # lambda = -log sigma
+    with pytest.raises(AppError, match=r"y_axis='lambdas' is not allowed; allowed: log10 sigma, lambda"):
+        client.predict(model="tiny-unet", sampler_1="ddim", steps_1=4, y_axis="lambdas", api_name="/schedule")

@@ -705,3 +705,53 @@ def test_distinct_inputs_were_tried():
         pytest.skip("counts the inputs of the whole module; run it with the rest of the module")
     print(f"\n[robustness] distinct inputs tried so far: {len(TRIED)}")
     assert len(TRIED) >= 100
+
+
+# ---------------------------------------------------------------------------------------------
+# the explanatory views' endpoints: one hostile value at a time on top of a cheap valid request
+
+VIEW_BASES = {
+    "schedule": dict(model="tiny-unet", sampler_1="ddim", steps_1=3, spacing_1="trailing", sampler_2="",
+                     sampler_3="", sampler_4=""),
+    "teaching": dict(model="gaussian", sampler_1="ddim", steps_1=2, spacing_1="trailing", sampler_2="",
+                     sampler_3="", points=2, seed=1),
+    "errors": dict(model="gaussian", seed=1, num_images=2, nfe="2, 3", sampler_1="ddim", sampler_2="",
+                   sampler_3="", sampler_4=""),
+}
+VIEW_HOSTILE = ["", True, -1, "x" * 5000, {"a": 1}, [1, "a"], "🙂\u202e"]
+
+
+def view_params(api: str) -> list[str]:
+    import views.errors
+    import views.schedule
+    import views.teaching
+
+    return {"schedule": views.schedule.PARAMS, "teaching": views.teaching.PARAMS, "errors": views.errors.PARAMS}[api]
+
+
+@pytest.mark.parametrize("api", list(VIEW_BASES))
+def test_each_view_answers_every_hostile_value_with_a_result_or_an_error_naming_it(server, api):
+    from gradio_client.exceptions import AppError
+
+    client = server[2]
+    outputs = None
+    for param in view_params(api):
+        for value in VIEW_HOSTILE:
+            kwargs = dict(VIEW_BASES[api], **{param: value})
+            record(api, kwargs)
+            try:
+                result = client.predict(api_name=f"/{api}", **kwargs)
+            except AppError as exc:
+                message = str(exc)
+                assert GENERIC_ERROR not in message, f"unexplained failure for {param}={value!r}: {message}"
+                # slot fields are named as in the rest of the app: "set-up 2: steps=..."; emptying the only
+                # slot: "sampler_1..sampler_4 are all empty"
+                assert (f"{param}=" in message or f"{param.rsplit('_', 1)[0]}=" in message or "MAX_" in message
+                        or message.startswith(f"{param}..")), \
+                    (param, value, message)
+                continue
+            outputs = outputs or len(result)
+            assert len(result) == outputs, (param, value)
+        wait_idle()
+    assert outputs is not None     # the base request itself is answered
+    assert_serves_correctly(client)

@@ -106,12 +106,8 @@ def _stand_in_answer(sampler: Sampler) -> Callable[[Eval], Prediction]:
 
 
 def is_adaptive(sampler: Sampler) -> bool:
-    """Whether the sampler chooses its evaluation points from the model's outputs (step-size control).
-
-    Methods say so with an ``adaptive`` attribute; a name containing "adaptive" counts too.
-    """
-    method = sampler.method
-    return bool(getattr(method, "adaptive", False)) or "adaptive" in method.name
+    """Whether the sampler chooses its evaluation points from the model's outputs (step-size control)."""
+    return sampler.method.adaptive
 
 
 # --------------------------------------------------------------------------------------------

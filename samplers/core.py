@@ -130,6 +130,7 @@ class Method:
     family: str = "ddim"            # which diffusers timestep table its spacings use
     defaults: dict = field(default_factory=dict)  # per-method option defaults
     choices: dict = field(default_factory=dict)   # per-method narrowing: option -> allowed values
+    adaptive: bool = False          # picks its evaluation points from the model's answers (steps = a cap)
 
 
 REGISTRY: dict[str, Method] = {}

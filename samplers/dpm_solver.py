@@ -578,7 +578,7 @@ register(Method(
     defaults=dict(solver_order=3, algorithm_type="dpmsolver++", solver_type="midpoint"),
     choices={"solver_order": (2, 3), "algorithm_type": ("dpmsolver", "dpmsolver++"),
              "solver_type": ("midpoint", "heun")},
-    program=adaptive_program, grid=adaptive_grid, nfe=lambda s: s.steps))
+    program=adaptive_program, grid=adaptive_grid, nfe=lambda s: s.steps, adaptive=True))
 
 
 # ============================================================================================

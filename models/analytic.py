@@ -103,6 +103,12 @@ class AnalyticModel:
         a, s = self.alpha_sigma(t, x)
         return self._x0_eps(self._flat(x), a, s, class_labels)[0].reshape(x.shape)
 
+    def x0_at(self, x, alpha, sigma, class_labels=None) -> torch.Tensor:
+        """E[x0 | alpha x0 + sigma eps = x] at any (alpha, sigma), also below the first train step:
+        what an exact reference solve needs on its last stretch down to sigma = 0."""
+        column = lambda v: torch.full((x.shape[0], 1), float(v), dtype=x.dtype, device=x.device)  # noqa: E731
+        return self._x0_eps(self._flat(x), column(alpha), column(sigma), class_labels)[0].reshape(x.shape)
+
     def eps(self, x, t, class_labels=None) -> torch.Tensor:
         """E[eps | x_t = x] = -sigma_t * score."""
         a, s = self.alpha_sigma(t, x)

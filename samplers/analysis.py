@@ -328,19 +328,10 @@ def _direct_denoiser(model):
 
     ``model(x, t)`` only covers the train times, i.e. sigma >= sigma(t=0); the last stretch of
     the flow down to sigma = 0 needs the denoiser below that.  Analytic models (models/analytic.py)
-    compute it from (alpha, sigma) directly: a public ``x0_at`` if present, else their
-    ``_x0_eps(flat_x, alpha, sigma)``.
+    compute it from (alpha, sigma) directly: ``model.x0_at(x, alpha, sigma)``.
     """
-    public = getattr(model, "x0_at", None)
-    if callable(public):
-        return public
-    raw, flat = getattr(model, "_x0_eps", None), getattr(model, "_flat", None)
-    if callable(raw) and callable(flat):
-        def x0_at(x, alpha, sigma):
-            column = lambda v: torch.full((x.shape[0], 1), float(v), dtype=x.dtype, device=x.device)  # noqa: E731
-            return raw(flat(x), column(alpha), column(sigma))[0].reshape(x.shape)
-        return x0_at
-    return None
+    x0_at = getattr(model, "x0_at", None)
+    return x0_at if callable(x0_at) else None
 
 
 class _Denoiser:

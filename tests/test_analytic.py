@@ -283,3 +283,13 @@ def test_ideal_emoji_loads_the_shipped_image_set():
     a, s = alpha_sigma(1.0)
     assert torch.allclose(model.x0(a * image, 1.0), image, atol=1e-5)
     assert model(image.float(), torch.tensor([999.0])).shape == (1, 3, 32, 32)
+
+
+def test_x0_at_any_noise_level_is_the_posterior_mean_also_below_the_first_train_step():
+    for net in (models.load("gaussian"), GaussianMixture.two_d()):
+        x = torch.randn(4, *net.event_shape, dtype=torch.float64)
+        a, s = net.alpha_sigma(500, x)
+        # at a train time it is the model's own x0
+        assert torch.allclose(net.x0_at(x, float(a[0]), float(s[0])), net.x0(x, 500), atol=1e-12)
+        # far below the first train step (sigma(t=0) ~ 1e-2): the posterior mean of x0 given x0 = x is x
+        assert torch.allclose(net.x0_at(x, 1.0, 1e-9), x, atol=1e-6)

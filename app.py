@@ -139,9 +139,10 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                 cmp = _compare_tab(limits)
             # The explanatory tabs (EXTRA_TABS, views/) get the shared controls and put their model work
             # in the "model" concurrency group (ctx["concurrency_id"]).
+            # model_updates: (component, update(info)) pairs a tab adds, applied whenever the model changes
             ctx = dict(model=model, class_label=class_label, guidance_scale=guidance_scale,
                        guidance_rescale=guidance_rescale, rescale_betas_zero_snr=zero_snr, limits=limits,
-                       concurrency_id="model", concurrency_limit=limits.concurrency)
+                       concurrency_id="model", concurrency_limit=limits.concurrency, model_updates=[])
             for title, build_tab in EXTRA_TABS:
                 with gr.Tab(title):
                     build_tab(ctx)
@@ -158,7 +159,7 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                 name = runner.check_model(model_name)
                 _, info = runner.load_model(name, limits)
             except (ValueError, FileNotFoundError, OSError) as exc:
-                skip = [gr.skip()] * (9 + len(options) + len(row_outputs))
+                skip = [gr.skip()] * (9 + len(options) + len(row_outputs) + len(ctx["model_updates"]))
                 return [gr.update(value=f"⚠️ {exc}", visible=True)] + skip
             text = f"**{info.loaded}** — {runner.model_description(info.loaded)}; predicts {info.prediction_type}"
             text += f"; samples of shape {list(info.event_shape)}"
@@ -182,10 +183,11 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                 gr.update(label=f"num_images ({count_label})", maximum=count_max, value=count_value),
                 gr.update(label=f"num_images per set-up ({count_label})", maximum=count_max,
                           value=min(count_value, 200)),
-                *updates, gr.update(value=hint), *rows]
+                *updates, gr.update(value=hint), *rows, *[update(info) for _, update in ctx["model_updates"]]]
 
         model_outputs = [notice, model_info, cond_row, class_label, guidance_scale, guidance_rescale, zero_snr,
-                         gen["num_images"], cmp["num_images"], *gen["options"], gen["hint"], *row_outputs]
+                         gen["num_images"], cmp["num_images"], *gen["options"], gen["hint"], *row_outputs,
+                         *[component for component, _ in ctx["model_updates"]]]
         model_inputs = [model, gen["sampler"]] + [row["sampler"] for row in cmp["rows"]]
         model.change(model_changed, model_inputs, model_outputs, api_visibility="private", show_progress="hidden")
         demo.load(model_changed, model_inputs, model_outputs, api_visibility="private", show_progress="hidden")

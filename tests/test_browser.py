@@ -126,3 +126,14 @@ def test_each_view_runs_and_draws_its_plot_in_the_browser(page, tmp_path, view, 
     keep_screenshot(page, tmp_path, view.lower().replace(" ", "-").replace("2-d", "teaching"))
     if view == "Error vs steps":   # the screenshot shows the curves arriving; the rest of the runs are not needed
         page.click("#errors-stop")
+
+
+def test_choosing_a_2d_model_turns_the_error_views_images_into_points(page):
+    open_tab(page, "Error vs steps")
+    model = page.get_by_label("model", exact=True).first
+    model.click()
+    model.fill("mixture-2d")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#errors-num-images').innerText"
+                           ".includes('num_images (points)')", timeout=30_000)
+    assert page.input_value("#errors-num-images input") == "200"

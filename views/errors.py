@@ -200,7 +200,13 @@ def tab(ctx):
     with gr.Row():
         seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=1)
         num_images = gr.Number(value=1, precision=0, minimum=1, maximum=max(limits.max_images, limits.max_points),
-                               label="num_images", info="images (points for 2-D models)", scale=1)
+                               label="num_images", info="images (points for 2-D models)", scale=1,
+                               elem_id="errors-num-images")
+        # a 2-D model's error is over a cloud of points; an image model's over a few images
+        ctx["model_updates"].append((num_images, lambda info: gr.update(
+            label=f"num_images ({'points' if info.kind == 'points' else 'images'})",
+            maximum=limits.max_points if info.kind == "points" else limits.max_images,
+            value=min(200, limits.max_points) if info.kind == "points" else 1)))
         nfe = gr.Textbox(value=DEFAULT_NFE, label="nfe", info=f"NFE targets, up to {MAX_TARGETS}", scale=3)
     order_choices = [("sampler default", "")] + list(runner.option_choices(samplers.OPTIONS["solver_order"]))
     spacing_choices = [("sampler default", "")] + list(runner.option_choices(samplers.OPTIONS["spacing"]))

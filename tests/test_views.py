@@ -63,3 +63,14 @@ def test_schedule_plots_lambda_on_request_and_refuses_an_unknown_axis(client):
     assert plotted == pytest.approx(lambdas[:len(plotted)], rel=1e-9)   # lambda = -log sigma
     with pytest.raises(AppError, match=r"y_axis='lambdas' is not allowed; allowed: log10 sigma, lambda"):
         client.predict(model="tiny-unet", sampler_1="ddim", steps_1=4, y_axis="lambdas", api_name="/schedule")
+
+
+def test_the_public_api_is_generate_compare_and_one_endpoint_per_view(client):
+    named = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert sorted(named) == ["/compare", "/errors", "/generate", "/schedule", "/teaching"]
+    import views.errors
+    import views.schedule
+    import views.teaching
+
+    for api, module in (("/schedule", views.schedule), ("/teaching", views.teaching), ("/errors", views.errors)):
+        assert [p["parameter_name"] for p in named[api]["parameters"]] == list(module.PARAMS)

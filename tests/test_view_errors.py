@@ -147,23 +147,3 @@ def test_bad_input_names_the_parameter_and_the_server_keeps_serving(client, valu
         client.predict(api_name="/errors", **{**EMPTY, "model": "gaussian", "sampler_1": "ddim", **values})
     assert len(client.predict(api_name="/errors", **{**EMPTY, "model": "gaussian", "nfe": "4, 8",
                                                       "sampler_1": "ddim"})[2]["data"]) == 2
-
-
-def test_a_plot_update_costs_far_less_than_the_runs_it_shows(client):
-    """What each streamed update costs (its plot and table values here, then Gradio's work) against the runs."""
-    values = dict(model="tiny-unet", seed=5, nfe=", ".join(map(str, NFE)), sampler_1="ddim", sampler_2="unipc",
-                  order_2=3, sampler_3="dpm-solver++", order_3=2, sampler_4="heun")
-    run_errors(client, **{**values, **EMPTY, "nfe": "4", "sampler_1": "ddim"})   # solves and caches the reference
-    updates, served = run_errors(client, **values)
-    found = updates[-1][2]
-    running = sum(r["seconds"] for r in found)   # the worker's time in the runs, without waiting to hand over
-    start = time.perf_counter()
-    for k in range(1, len(found) + 1):
-        view.frames(found[:k])
-    build = (time.perf_counter() - start) / len(found)
-    print(f"\n{len(found)} runs, {len(updates)} updates: {running:.3f} s in the runs "
-          f"({running / len(found) * 1000:.1f} ms a run); one update's plot + table built in {build * 1000:.2f} ms; "
-          f"the call took {served:.3f} s, "
-          f"{(served - running) / len(updates) * 1000:.1f} ms an update beyond the runs")
-    assert len(updates) == len(found) + 1   # one per run, then the final status
-    assert build < 0.1 * running / len(found)

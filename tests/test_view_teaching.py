@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -94,7 +93,7 @@ def test_bad_input_names_the_parameter_and_the_server_keeps_serving(client, valu
     assert len(fetch(client, points=2, sampler_1="ddim", steps_1=2)["trajectories"]) == 2 * 3 * 2
 
 
-def test_the_picture_scrubs_through_the_steps_quickly():
+def test_the_picture_scrubs_through_the_steps():
     data = teaching.rows(dict(model="mixture-2d", points=16, seed=0, **{
         f"{f}_{i + 1}": v for i, setup in enumerate(teaching.DEFAULTS) for f, v in zip(("sampler", "steps", "spacing"),
                                                                                        setup)}), LIMITS)
@@ -105,11 +104,4 @@ def test_the_picture_scrubs_through_the_steps_quickly():
     assert np.abs(start.astype(int) - end).sum(-1).astype(bool).mean() > 0.05
     middle = teaching.render(data, last // 2)
     assert not np.array_equal(middle, start) and not np.array_equal(middle, end)
-    times = []
-    for step in range(last + 1):
-        t0 = time.perf_counter()
-        teaching.render(data, step)
-        times.append(time.perf_counter() - t0)
-    print(f"\nrender: median {1e3 * np.median(times):.1f} ms, max {1e3 * max(times):.1f} ms "
-          f"(16 points x 3 set-ups, {last + 1} positions)")
-    assert np.median(times) < 0.25   # a generous bound against a pathology; ~10 ms on a shared 2-core CPU
+    # its cost (a few ms, no model call) is measured in bench/views.py

@@ -1307,6 +1307,12 @@ def compare(request: CompareRequest, limits: Limits, clock=time.perf_counter) ->
                                           message=f"reference solve: NFE {done_nfe}/{total}")
             distances = [distance(x, ref) for x in samples]
             reference_note = reference_description(info, limits)
+            # the reference solves the probability-flow ODE; clipping x0 changes the equation
+            clipped = [str(i + 1) for i, s in enumerate(built)
+                       if s.options.get("clip_sample") or s.options.get("thresholding")]
+            if clipped:
+                reference_note += (f"; set-up {', '.join(clipped)} clip x0 (clip_sample / thresholding), the "
+                                   f"reference does not: part of their distance is the clipping itself")
         results = []
         for i, (spec, sampler, st) in enumerate(zip(request.setups, built, latest)):
             results.append({

@@ -166,6 +166,9 @@ def test_the_reference_is_the_exact_flow_for_the_gaussian_and_cached_for_network
     assert any("reference solve" in u.message for u in first)
     assert not any("reference solve" in u.message for u in second)      # served from the cache
     assert first[-1].results[0]["distance"] == second[-1].results[0]["distance"] > 0
+    # tiny-unet's config clips x0, which ddim follows and the ODE reference does not: the note says so
+    assert "set-up 1 clip x0" in first[-1].info["reference"]
+    assert "clip" not in final.info["reference"]     # the Gaussian model's config does not clip
 
 
 def test_zero_terminal_snr_needs_a_v_prediction_model():

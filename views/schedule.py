@@ -32,8 +32,8 @@ def tab(ctx):
         y_axis = gr.Radio(list(Y_AXES), value=Y_AXES[0], label="y_axis", scale=3,
                           info="lambda = -log sigma (half the log-SNR): evenly spaced for a uniform-logSNR grid")
         show = gr.Button("Show", variant="primary", elem_id="schedule-button", scale=1)
-    plot = gr.LinePlot(x="index", y="value", color="label", label="noise level of each model evaluation "
-                       "(hover a line for its points)", x_title="evaluation", y_title="log10 sigma",
+    plot = gr.ScatterPlot(x="index", y="value", color="label", label="noise level of each model evaluation "
+                       "(one marker each)", x_title="evaluation", y_title="log10 sigma",
                        elem_id="schedule-plot")
     table = gr.Dataframe(headers=list(COLUMNS), interactive=False, label="evaluation points")
 
@@ -52,7 +52,7 @@ def tab(ctx):
         # sigma 0 (the end) and inf (zero terminal SNR) have no finite logarithm: left out of the plot only
         shown = frame[frame["sigma"].map(lambda s: s is not None and 0 < s < float("inf"))].copy()
         shown["value"] = [math.log10(s) if axis == Y_AXES[0] else -math.log(s) for s in shown["sigma"]]
-        return gr.LinePlot(value=shown, y_title=axis), frame
+        return gr.ScatterPlot(value=shown, y_title=axis), frame
 
     show.click(named(schedule, PARAMS), [ctx["model"], ctx["rescale_betas_zero_snr"], *slots, y_axis],
                [plot, table], api_name="schedule", concurrency_id=ctx["concurrency_id"],

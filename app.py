@@ -216,9 +216,10 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                         continue
                     captions = [f"{request.setup.sampler} · seed {request.seed} · #{i}" for i in range(len(p.images))]
                     notice_text = f"\n\n⚠️ {p.info['notice']}" if p.info.get("notice") else ""
+                    note, strip, change, norm, table = trace_outputs(p.trace)
                     yield (shown, p.status() + " · done" + notice_text, list(zip(p.images, captions)),
                            {k: v for k, v in p.info.items() if k not in ("code",)}, p.info["code"],
-                           *trace_outputs(p.trace))
+                           note, preview_file.png(strip, f"trace-{id(p)}"), change, norm, table)
             except (ValueError, FileNotFoundError) as exc:
                 raise errors_as_gradio(exc) from None
             finally:

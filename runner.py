@@ -25,6 +25,7 @@ for class-conditional models (the null label, scale 1, for "none").
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -802,12 +803,22 @@ def upscale(img: np.ndarray, target: int = PREVIEW_PANEL) -> np.ndarray:
     return img if factor == 1 else img.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
+@functools.lru_cache(maxsize=1)
+def _small_font():
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=11)
+    except (TypeError, OSError, ImportError):   # a Pillow without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
 def labelled_strip(pictures, side: int = 64, gap: int = 4) -> np.ndarray:
     """[(picture, line 1, line 2), ...] -> one row of pictures (nearest-upscaled to ``side``) with two
     lines of text under each: the x0 strip of a run's trace."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    font = ImageFont.load_default(size=11)
+    font = _small_font()
     text_h = 28
     out = Image.new("RGB", (len(pictures) * (side + gap) - gap, side + text_h), "white")
     draw = ImageDraw.Draw(out)
@@ -895,6 +906,15 @@ class PreviewFile:
                 self._remove(self.path)
             self.path = path
         return self.path
+
+    def png(self, image: np.ndarray, name: str) -> str:
+        """``image`` as a PNG file next to the preview (fast compression: Gradio's own default costs ~5x
+        longer, at the end of every run); removed with the preview at close()."""
+        from PIL import Image
+
+        path = os.path.join(self.folder, f"{name}.png")
+        Image.fromarray(image).save(path, format="PNG", compress_level=1)
+        return path
 
     @staticmethod
     def _remove(path: str) -> None:

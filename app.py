@@ -10,7 +10,7 @@ Named API endpoints: ``/generate``, ``/compare`` and one per view in ``views/`` 
 from __future__ import annotations
 
 # ZeroGPU wants `spaces` imported before torch (views.common imports it first); elsewhere it is absent.
-from views.common import errors_as_gradio, gpu, named, sampler_choices, spaces  # noqa: I001
+from views.common import cancel_watch, errors_as_gradio, gpu, named, sampler_choices, spaces  # noqa: I001
 
 import math
 import os
@@ -209,7 +209,7 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             preview_file = runner.PreviewFile()
             try:
                 request = runner.parse_generate(dict(zip(gen_params, values)), limits)
-                for p in runner.in_background(lambda: runner.generate(request, limits)):
+                for p in runner.in_background(lambda: runner.generate(request, limits), cancelled=cancel_watch()):
                     shown = preview_file.update(p.preview)
                     if not p.done:
                         yield shown, p.status(), None, None, None, *TRACE_WHILE_RUNNING
@@ -267,7 +267,7 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             preview_file = runner.PreviewFile()   # see generate() for why every update carries values
             try:
                 request = runner.parse_compare(dict(zip(compare_params, values)), limits)
-                for p in runner.in_background(lambda: runner.compare(request, limits)):
+                for p in runner.in_background(lambda: runner.compare(request, limits), cancelled=cancel_watch()):
                     shown = preview_file.update(p.preview)
                     if not p.done:
                         yield shown, p.message, None, None, None

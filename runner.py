@@ -1363,7 +1363,8 @@ def compare(request: CompareRequest, limits: Limits, clock=time.perf_counter) ->
 _END = object()
 
 
-def in_background(make_iterator: Callable[[], Iterator], lead: int = 4) -> Iterator:
+def in_background(make_iterator: Callable[[], Iterator], lead: int = 4,
+                  cancelled: Callable[[], bool] | None = None) -> Iterator:
     """Run ``make_iterator()`` in a worker thread and yield its items here, in order, every one.
 
     A web server spends milliseconds on each streamed update (encoding, diffing, sending); done
@@ -1371,14 +1372,17 @@ def in_background(make_iterator: Callable[[], Iterator], lead: int = 4) -> Itera
     sends, so the run takes about as long as the network alone. The worker may run at most
     ``lead`` items ahead: a server slowed by load must not fall so far behind that a Stop lands
     after the sampler already finished. Closing this generator (a Stop) stops the worker before its
-    next model evaluation, and closes the wrapped iterator there.
+    next model evaluation, and closes the wrapped iterator there. ``cancelled()`` is a second way
+    to stop it, checked after every item: a web server may be unable to close a generator that is
+    busy waiting for its next item (Gradio retries the close between two updates only).
     """
+    cancelled = cancelled or (lambda: False)
     items: "queue.Queue" = queue.Queue(maxsize=max(1, lead))
-    stop = threading.Event()
+    stop, finished = threading.Event(), threading.Event()
 
     def hand_over(entry) -> bool:
-        """Queue ``entry`` for the consumer; False once the consumer has gone."""
-        while not stop.is_set():
+        """Queue ``entry`` for the consumer; False once the consumer has gone or the request was cancelled."""
+        while not (stop.is_set() or cancelled()):
             try:
                 items.put(entry, timeout=0.05)
                 return True
@@ -1391,18 +1395,25 @@ def in_background(make_iterator: Callable[[], Iterator], lead: int = 4) -> Itera
         try:
             iterator = make_iterator()
             for item in iterator:
-                if not hand_over((True, item)) or stop.is_set():
+                if not hand_over((True, item)) or stop.is_set() or cancelled():
                     iterator.close()   # GeneratorExit at the sampler's yield: the run is marked stopped
                     return
             hand_over((True, _END))
         except BaseException as exc:  # handed to the consumer, raised there
             hand_over((False, exc))
+        finally:
+            finished.set()
 
     worker = threading.Thread(target=work, name="sampler-run", daemon=True)
     worker.start()
     try:
         while True:
-            ok, item = items.get()
+            try:
+                ok, item = items.get(timeout=0.05)
+            except queue.Empty:
+                if finished.is_set() and items.empty():   # stopped by cancelled(): nothing more will come
+                    return
+                continue
             if not ok:
                 raise item
             if item is _END:

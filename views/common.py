@@ -36,6 +36,37 @@ def errors_as_gradio(exc: Exception):
     return gr.Error(str(exc), title="Invalid request" if isinstance(exc, ValueError) else "Not found")
 
 
+def cancel_watch():
+    """A check that turns true once this request is cancelled (the page's Stop, or an API client's cancel).
+
+    Gradio stops a streaming handler by closing its generator, which it can only do between two
+    updates; a run waiting for its next model evaluation is "busy" then and may finish first. A
+    cancel also queues a "completed" message for the request's client (and, once sent, takes its
+    event id out of the session's pending set): the sampling worker looks for either after every
+    evaluation. Reads only (from the worker thread); call this in the handler, where Gradio's
+    context names the request.
+    """
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    session = getattr(LocalContext.request.get(None), "session_hash", None)
+    queue = getattr(blocks, "_queue", None)
+    pending = getattr(queue, "pending_event_ids_session", None)
+    messages = getattr(queue, "pending_messages_per_session", None)
+    if not (event_id and session and isinstance(pending, dict) and isinstance(messages, dict)
+            and event_id in pending.get(session, ())):
+        return lambda: False   # not a queued request (or a Gradio without this bookkeeping): close() only
+
+    def cancelled() -> bool:
+        if event_id not in dict.get(pending, session, ()):
+            return True
+        waiting = dict.get(messages, session)   # plain dict.get: the LRU cache's own get reorders it
+        return any(getattr(m, "event_id", None) == event_id and str(getattr(m, "msg", "")).endswith("process_completed")
+                   for m in list(getattr(waiting, "_queue", ())))
+
+    return cancelled
+
+
 def sampler_choices():
     return [(f"{d['title']}  [{d['name']}]", d["name"]) for d in samplers.describe()]
 

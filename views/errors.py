@@ -12,7 +12,7 @@ import gradio as gr
 import runner
 import samplers
 from samplers import analysis
-from views.common import errors_as_gradio, gpu, named, sampler_choices
+from views.common import cancel_watch, errors_as_gradio, gpu, named, sampler_choices
 
 SLOTS = 4
 SLOT_FIELDS = ("sampler", "order", "spacing")   # steps do not apply: the NFE targets choose them
@@ -229,7 +229,8 @@ def tab(ctx):
     def errors(*values):
         # the runs go on in a worker while each update is drawn and sent (runner.in_background)
         try:
-            for found, note in runner.in_background(lambda: rows(dict(zip(PARAMS, values)), limits)):
+            for found, note in runner.in_background(lambda: rows(dict(zip(PARAMS, values)), limits),
+                                                    cancelled=cancel_watch()):
                 shown, colours, frame = frames(found)
                 # the browser takes the colour scale's categories from the plot's first value; a new colour
                 # map (a legend entry whose fitted order changed) makes it redraw with the new ones

@@ -339,6 +339,7 @@ def _with_notice(info: ModelInfo, name: str, notice: str) -> ModelInfo:
 
 # Options a request never sets: the model decides its prediction type.
 MODEL_OWNED_OPTIONS = ("prediction_type",)
+CLIPPING_OPTIONS = ("clip_sample", "thresholding")   # bend x0 into range: not the probability-flow ODE any more
 # Request parameter names that differ from the option names (the issue's API names them so).
 PARAM_OF_OPTION = {"solver_order": "order"}
 OPTION_OF_PARAM = {v: k for k, v in PARAM_OF_OPTION.items()}
@@ -803,12 +804,13 @@ def upscale(img: np.ndarray, target: int = PREVIEW_PANEL) -> np.ndarray:
     return img if factor == 1 else img.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-@functools.lru_cache(maxsize=1)
-def _small_font():
+@functools.lru_cache(maxsize=4)
+def font(size: int):
+    """PIL's built-in font at ``size`` px, for labels drawn into pictures (no font files needed)."""
     from PIL import ImageFont
 
     try:
-        return ImageFont.load_default(size=11)
+        return ImageFont.load_default(size=size)
     except (TypeError, OSError, ImportError):   # a Pillow without FreeType: the small bitmap font
         return ImageFont.load_default()
 
@@ -818,7 +820,7 @@ def labelled_strip(pictures, side: int = 64, gap: int = 4) -> np.ndarray:
     lines of text under each: the x0 strip of a run's trace."""
     from PIL import Image, ImageDraw
 
-    font = _small_font()
+    label_font = font(11)
     text_h = 28
     out = Image.new("RGB", (len(pictures) * (side + gap) - gap, side + text_h), "white")
     draw = ImageDraw.Draw(out)
@@ -827,8 +829,8 @@ def labelled_strip(pictures, side: int = 64, gap: int = 4) -> np.ndarray:
         img = img.resize((side, side), Image.NEAREST if img.width <= side else Image.BILINEAR)
         x = i * (side + gap)
         out.paste(img, (x, 0))
-        draw.text((x + 1, side + 2), first, fill=(40, 40, 40), font=font)
-        draw.text((x + 1, side + 15), second, fill=(110, 110, 110), font=font)
+        draw.text((x + 1, side + 2), first, fill=(40, 40, 40), font=label_font)
+        draw.text((x + 1, side + 15), second, fill=(110, 110, 110), font=label_font)
     return np.asarray(out)
 
 
@@ -1226,7 +1228,8 @@ def reference_description(info: ModelInfo, limits: Limits) -> str:
 
 
 def reference_run(prepared: Prepared, request: CompareRequest, noise: torch.Tensor, limits: Limits):
-    """Generator of (done, total) progress pairs; returns the reference sample (cached)."""
+    """Generator of progress lines ("reference solve: NFE k/K", every 10 evaluations); returns the
+    reference sample (cached: then nothing is yielded). Callers stream it with ``relay``."""
     info = prepared.info
     key = _reference_key(request, info, prepared.resolved, limits)
     with _reference_lock:
@@ -1244,13 +1247,24 @@ def reference_run(prepared: Prepared, request: CompareRequest, noise: torch.Tens
             spacing="trailing", set_alpha_to_one=True, prev_timestep="grid", combine="eps")
         result = None
         for step in sampler.run(prepared.model, noise):
-            yield step.nfe, sampler.nfe
+            if step.nfe == 1 or step.nfe % 10 == 0:
+                yield f"reference solve: NFE {step.nfe}/{sampler.nfe}"
             result = step.x
     with _reference_lock:
         _reference_cache[key] = result
         while len(_reference_cache) > REFERENCE_CACHE_SIZE:
             _reference_cache.popitem(last=False)
     return result
+
+
+def relay(source: Iterator, wrap: Callable) -> Iterator:
+    """Yield ``wrap(item)`` for every item of the generator ``source``; return what ``source`` returns."""
+    while True:
+        try:
+            item = next(source)
+        except StopIteration as stop:
+            return stop.value
+        yield wrap(item)
 
 
 def distance(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -1315,21 +1329,13 @@ def compare(request: CompareRequest, limits: Limits, clock=time.perf_counter) ->
         reference_note = ""
         if request.reference:
             noise, _ = make_noise(request.seed, request.num_images, info.event_shape, info.device)
-            runner = reference_run(prepared, request, noise, limits)
-            while True:
-                try:
-                    done_nfe, total = next(runner)
-                except StopIteration as stop:
-                    ref = stop.value
-                    break
-                if done_nfe == 1 or done_nfe % 10 == 0:
-                    yield CompareProgress(-1, list(latest), clock() - start, False, None,
-                                          message=f"reference solve: NFE {done_nfe}/{total}")
+            ref = yield from relay(reference_run(prepared, request, noise, limits),
+                                   lambda line: CompareProgress(-1, list(latest), clock() - start, False, None,
+                                                                message=line))
             distances = [distance(x, ref) for x in samples]
             reference_note = reference_description(info, limits)
             # the reference solves the probability-flow ODE; clipping x0 changes the equation
-            clipped = [str(i + 1) for i, s in enumerate(built)
-                       if s.options.get("clip_sample") or s.options.get("thresholding")]
+            clipped = [str(i + 1) for i, s in enumerate(built) if any(s.options.get(k) for k in CLIPPING_OPTIONS)]
             if clipped:
                 reference_note += (f"; set-up {', '.join(clipped)} clip x0 (clip_sample / thresholding), the "
                                    f"reference does not: part of their distance is the clipping itself")

@@ -71,9 +71,9 @@ def sampler_choices():
     return [(f"{d['title']}  [{d['name']}]", d["name"]) for d in samplers.describe()]
 
 
-def slot_params(count: int) -> list[str]:
+def slot_params(count: int, fields=SLOT_FIELDS) -> list[str]:
     """API names of ``count`` set-up slots: sampler_1, steps_1, spacing_1, sampler_2, ..."""
-    return [f"{field}_{i + 1}" for i in range(count) for field in SLOT_FIELDS]
+    return [f"{field}_{i + 1}" for i in range(count) for field in fields]
 
 
 def setup_slots(defaults, limits: runner.Limits) -> list:
@@ -97,16 +97,18 @@ def conditioning(values: dict) -> runner.Conditioning:
                                if zero_snr not in (None, "") else False)
 
 
-def slot_setups(values: dict, count: int, limits: runner.Limits) -> list[tuple[int, runner.SetupSpec]]:
-    """The filled slots as (slot number, checked SetupSpec); at least one must be filled."""
+def slot_setups(values: dict, count: int, limits: runner.Limits, fields=SLOT_FIELDS,
+                fixed: dict | None = None) -> list[tuple[int, runner.SetupSpec]]:
+    """The filled slots as (slot number, checked SetupSpec); at least one must be filled.
+    ``fixed``: values every slot gets that are not among its ``fields`` (e.g. a placeholder steps)."""
     setups = []
     for i in range(count):
-        fields = {f: values.get(f"{f}_{i + 1}") for f in SLOT_FIELDS}
-        if fields["sampler"] in (None, ""):   # an empty slot is simply not shown
+        given = {f: values.get(f"{f}_{i + 1}") for f in fields}
+        if given["sampler"] in (None, ""):   # an empty slot is simply not shown
             continue
         # "" is the dropdowns' "sampler default"; a str option would otherwise refuse it as a value
-        fields = {k: v for k, v in fields.items() if v not in (None, "")}
-        setups.append((i + 1, runner.check_setup(fields, limits, where=f"set-up {i + 1}: ")))
+        given = {k: v for k, v in given.items() if v not in (None, "")}
+        setups.append((i + 1, runner.check_setup(dict(fixed or {}, **given), limits, where=f"set-up {i + 1}: ")))
     if not setups:
         raise ValueError(f"sampler_1..sampler_{count} are all empty; allowed: at least one sampler name, e.g. 'ddim'")
     return setups

@@ -12,7 +12,7 @@ import gradio as gr
 import runner
 import samplers
 from samplers import analysis
-from views.common import cancel_watch, errors_as_gradio, gpu, named, sampler_choices
+from views.common import cancel_watch, errors_as_gradio, gpu, named, sampler_choices, slot_params, slot_setups
 
 SLOTS = 4
 SLOT_FIELDS = ("sampler", "order", "spacing")   # steps do not apply: the NFE targets choose them
@@ -22,7 +22,7 @@ DEFAULT_NFE = "4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50"
 MAX_TARGETS = 30
 COLUMNS = ("setup", "label", "sampler", "target", "steps", "nfe", "error", "seconds")
 PARAMS = (["model", "class_label", "guidance_scale", "guidance_rescale", "rescale_betas_zero_snr", "seed",
-           "num_images", "nfe"] + [f"{f}_{i + 1}" for i in range(SLOTS) for f in SLOT_FIELDS])
+           "num_images", "nfe"] + slot_params(SLOTS, SLOT_FIELDS))
 # one colour per set-up slot (Vega's category10), so a curve keeps its colour while its legend entry changes
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
 EXACT_REFERENCE = "the exact probability-flow map (closed form) from each run's own first sample and noise level"
@@ -79,24 +79,17 @@ def check(values: dict, limits: runner.Limits) -> Plan:
     targets = check_nfe(values.get("nfe"), limits)
     prepared = runner.prepare(model, count, cond, limits)
     setups, work = [], 0
-    for i in range(1, SLOTS + 1):
-        fields = {f: values.get(f"{f}_{i}") for f in SLOT_FIELDS}
-        if fields["sampler"] in (None, ""):   # an empty slot is simply not run
-            continue
-        # "" is the dropdowns' "sampler default"; steps is a placeholder (the targets choose the step counts)
-        fields = {k: v for k, v in fields.items() if v not in (None, "")}
+    # steps is a placeholder: the NFE targets choose the step counts
+    for i, spec in slot_setups(values, SLOTS, limits, SLOT_FIELDS, fixed=dict(steps=min(10, limits.max_steps))):
         where = f"set-up {i}: "
-        spec = runner.check_setup(dict(fields, steps=min(10, limits.max_steps)), limits, where=where)
         # the error is against the probability-flow ODE; clipping x0 (on in the default model's config)
         # solves a different equation, so every curve would level off at the clipping's own error
         applies = runner.method_applies(spec.sampler)
-        spec.options.update({k: False for k in ("clip_sample", "thresholding") if k in applies})
+        spec.options.update({k: False for k in runner.CLIPPING_OPTIONS if k in applies})
         # the sampler the app would run: the model's schedule and prediction type, its option defaults
         sampler = runner.build_sampler(prepared.info, spec, cond, limits, where=where)
         work += _planned_nfe(sampler, targets, limits, where)
         setups.append((i, _label(sampler), sampler))
-    if not setups:
-        raise ValueError(f"sampler_1..sampler_{SLOTS} are all empty; allowed: at least one sampler name, e.g. 'ddim'")
     cap = limits.max_nfe * limits.max_compare   # the most a /compare may ask: MAX_COMPARE set-ups of MAX_NFE
     if work > cap:
         raise ValueError(f"nfe={targets} over {len(setups)} set-up(s) needs {work} model evaluations in all; "
@@ -123,15 +116,8 @@ def rows(values: dict, limits: runner.Limits) -> Iterator[tuple[list[dict], str]
             noise = noise.double()   # exact answers: errors far below float32 rounding stay visible
             reference, described = analysis.flow_reference(plan.prepared.net), EXACT_REFERENCE
         else:
-            solve = runner.reference_run(plan.prepared, plan.request, noise, limits)
-            while True:
-                try:
-                    done, total = next(solve)
-                except StopIteration as stop:
-                    solved = stop.value
-                    break
-                if done == 1 or done % 10 == 0:
-                    yield [], f"reference solve: NFE {done}/{total}"
+            solved = yield from runner.relay(runner.reference_run(plan.prepared, plan.request, noise, limits),
+                                             lambda line: ([], line))
 
             def reference(x, sigma_start, sigma_end):   # one fixed answer: a grid starting below T-1 shows a floor
                 return solved

@@ -7,13 +7,12 @@ slider re-draws it from the run's data kept in a gr.State, without touching the 
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import gradio as gr
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 import runner
 from samplers import analysis
@@ -123,14 +122,6 @@ def rows(values: dict, limits: runner.Limits) -> dict:
 # Picture
 
 
-@functools.lru_cache(maxsize=1)
-def _font():
-    try:
-        return ImageFont.load_default(size=13)
-    except (TypeError, OSError, ImportError):   # a Pillow without FreeType: the small bitmap font
-        return ImageFont.load_default()
-
-
 def _pixels(xy: np.ndarray) -> np.ndarray:
     scale = (SIZE - 1) / (2 * EXTENT)
     return np.stack([(xy[..., 0] + EXTENT) * scale, (EXTENT - xy[..., 1]) * scale], axis=-1)
@@ -184,7 +175,7 @@ def render(data: dict, step: int | None = None) -> np.ndarray:
 
     img = Image.new("RGB", (SIZE, SIZE + LINE * (len(runs) + 2) + 8), "white")
     img.paste(plot, (0, 0))
-    draw, font, top = ImageDraw.Draw(img), _font(), SIZE + 6
+    draw, font, top = ImageDraw.Draw(img), runner.font(13), SIZE + 6
     where = "the clean data" if level == len(density["sigma"]) - 1 else f"sigma ~ {density['sigma'][level]:.3g}"
     draw.text((8, top), f"step {step}/{len(timeline) - 1}: sigma = {sigma:.3g}; background: log density at {where}",
               fill=(40, 40, 40), font=font)

@@ -1,6 +1,6 @@
 """Train the embedded default model: a small class-conditional UNet on the 32x32 emoji set.
 
-    python scripts/train_default_model.py --workdir /tmp/emoji-train              # CPU, until stopped
+    python scripts/train_default_model.py --workdir /tmp/emoji-train --bf16       # CPU, until stopped
     python scripts/train_default_model.py --workdir W --device cuda --batch-size 128 --max-steps 40000
     python scripts/train_default_model.py --workdir W --resume                     # continue a run
 
@@ -254,6 +254,16 @@ def export(net_for_export, ema: EMA, out: Path, stats: dict, license_file: Path)
         shutil.rmtree(old)
 
 
+def learning_rate(step: int, args) -> float:
+    """Linear warm-up, constant, then (with --decay-steps) a cosine down to --lr-final at --max-steps."""
+    lr = args.lr * min(1.0, (step + 1) / args.warmup)
+    start = args.max_steps - args.decay_steps
+    if args.decay_steps and step >= start:
+        progress = min(1.0, (step - start) / args.decay_steps)
+        lr = args.lr_final + (lr - args.lr_final) * 0.5 * (1 + math.cos(math.pi * progress))
+    return lr
+
+
 # --------------------------------------------------------------------------------------------
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -262,9 +272,14 @@ def parse_args(argv=None):
     ap.add_argument("--workdir", required=True, help="checkpoint, sample grids and log go here")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--bf16", action="store_true", help="mixed precision: the forward pass under bfloat16 autocast")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--decay-steps", type=int, default=0,
+                    help="cosine-anneal the learning rate to --lr-final over the last N iterations before "
+                         "--max-steps (0: constant after warm-up)")
+    ap.add_argument("--lr-final", type=float, default=1e-5)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--label-drop", type=float, default=0.1)
@@ -283,6 +298,8 @@ def parse_args(argv=None):
     for name in ("batch_size", "warmup", "sample_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')}={getattr(args, name)}: must be >= 1")
+    if args.decay_steps < 0 or (args.decay_steps and not args.max_steps):
+        raise ValueError(f"--decay-steps={args.decay_steps}: must be >= 0, and needs --max-steps to end at")
     if not 0 <= args.label_drop < 1:
         raise ValueError(f"--label-drop={args.label_drop}: must be in [0, 1)")
     if not 0 < args.ema < 1:
@@ -334,6 +351,7 @@ def main(argv=None):
 
     hardware = (f"CUDA {torch.cuda.get_device_name(device)}" if device.type == "cuda"
                 else f"CPU ({cpu_name()}), {torch.get_num_threads()} thread(s)")
+    hardware += ", bf16 autocast" if args.bf16 else ", float32"
     log(f"{n_params / 1e6:.2f} M params, {len(data.x)} images, {data.num_classes} classes, device {device}, "
         f"{hardware}, batch {args.batch_size}, exact target {bool(args.exact_target)}")
 
@@ -390,11 +408,14 @@ def main(argv=None):
             v_target = (a.view(-1, 1, 1, 1) * xt - target_x0) / s.view(-1, 1, 1, 1)
         snr = abar[t] / (1 - abar[t])
         weight = torch.clamp(snr, max=MIN_SNR_GAMMA) / (snr + 1)   # min-SNR-gamma, v-prediction form
-        pred = net(xt, t, class_labels=labels)
-        per_sample = ((pred - v_target) ** 2).mean(dim=(1, 2, 3))
+        # bf16 autocast: convolutions and matmuls in bfloat16 (1.6x faster on an AVX512-BF16 CPU),
+        # weights, optimiser state, norms and the loss stay float32.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            pred = net(xt, t, class_labels=labels)
+        per_sample = ((pred.float() - v_target) ** 2).mean(dim=(1, 2, 3))
         loss = (weight * per_sample).mean()
 
-        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        lr = learning_rate(step, args)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)

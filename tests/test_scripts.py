@@ -132,8 +132,23 @@ def test_training_exports_a_checkpoint_that_loads_like_any_hub_model_and_resumes
     assert y.shape == (1, 3, 32, 32) and torch.isfinite(y).all()
     assert (work / "samples" / "step_000002.png").is_file() and (work / "train_log.csv").is_file()
 
-    trainer.main(common + ["--max-steps", "3", "--resume"])
+    trainer.main(common + ["--max-steps", "3", "--resume", "--bf16"])     # mixed precision resumes too
     stats = json.loads((work / "final_stats.json").read_text())
     assert stats["steps"] == 3 and stats["num_classes"] == 3
     rows = (work / "train_log.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]    # resumed at step 2, not from scratch
+
+
+def test_the_learning_rate_warms_up_holds_then_anneals_to_its_final_value_at_the_last_step():
+    args, _ = trainer.parse_args(["--workdir", "w", "--lr", "1e-3", "--warmup", "10", "--max-steps", "100",
+                                  "--decay-steps", "40", "--lr-final", "1e-5"])
+    lrs = [trainer.learning_rate(step, args) for step in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert lrs[10:61] == [pytest.approx(1e-3)] * 51
+    assert all(a > b for a, b in zip(lrs[60:], lrs[61:]))                   # strictly down to the end
+    assert lrs[80] == pytest.approx((1e-3 + 1e-5) / 2)                      # half way down the cosine
+    assert trainer.learning_rate(100, args) == pytest.approx(1e-5)
+    constant, _ = trainer.parse_args(["--workdir", "w", "--warmup", "1"])
+    assert trainer.learning_rate(10 ** 6, constant) == constant.lr
+    with pytest.raises(ValueError, match="--decay-steps=5.*--max-steps"):
+        trainer.parse_args(["--workdir", "w", "--decay-steps", "5"])

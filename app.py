@@ -23,6 +23,7 @@ import samplers
 import views.errors
 import views.schedule
 import views.teaching
+import views.training_set
 
 TITLE = "Sampler Lab"
 CSS = """
@@ -34,7 +35,7 @@ ROW_FIELDS = ("sampler", "steps", "order", "eta", "spacing")   # the controls of
 # (title, build(ctx)) of the explanatory tabs (views/), drawn after Generate and Compare; ctx holds the
 # shared controls.
 EXTRA_TABS: list = [("Schedule", views.schedule.tab), ("2-D", views.teaching.tab),
-                    ("Error vs steps", views.errors.tab)]
+                    ("Error vs steps", views.errors.tab), ("Network vs training set", views.training_set.tab)]
 DEFAULT_ROWS = ("ddim", "unipc", "ipndm", "euler", "dpm++2s-a", "plms")
 TRACE_COLUMNS = ("nfe", "t", "sigma", "change", "x0_change", "x0_to_final", "x_rms", "x0_rms")
 CHANGE_SERIES = {"change": "sample x: |x_i - x_i-1| / |x_i|", "x0_change": "x0: |x0_i - x0_i-1| / |x0_i|",

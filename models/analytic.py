@@ -330,7 +330,7 @@ class IdealDenoiser(AnalyticModel):
     """
 
     def __init__(self, images, labels=None, categories=None, prediction_type: str = "epsilon",
-                 scheduler_config: dict | None = None, chunk_size: int = 512):
+                 scheduler_config: dict | None = None, chunk_size: int = 512, names=None):
         images = torch.as_tensor(images)
         if images.ndim != 4 or images.shape[0] < 1:
             raise ValueError(f"images must have shape [N, C, H, W], got {list(images.shape)}")
@@ -346,6 +346,9 @@ class IdealDenoiser(AnalyticModel):
         if self.labels is not None and self.labels.numel() != images.shape[0]:
             raise ValueError(f"labels must have one entry per image ({images.shape[0]}), got {self.labels.numel()}")
         self.categories = None if categories is None else [str(c) for c in categories]
+        self.names = None if names is None else [str(n) for n in names]
+        if self.names is not None and len(self.names) != images.shape[0]:
+            raise ValueError(f"names must have one entry per image ({images.shape[0]}), got {len(self.names)}")
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer")
         self.chunk_size = chunk_size
@@ -367,13 +370,14 @@ class IdealDenoiser(AnalyticModel):
                 images = data["images"]
                 labels = data["labels"] if "labels" in data.files else None
                 categories = data["categories"] if "categories" in data.files else None
+                names = data["names"] if "names" in data.files else None
         except (OSError, ValueError, KeyError) as exc:
             raise ValueError(f"image set {str(path)!r} is not a valid .npz with an 'images' array ({exc})") from None
         if images.dtype != np.uint8 or images.ndim != 4:
             raise ValueError(f"image set {str(path)!r}: 'images' must be uint8 [N, H, W, C], got "
                              f"{images.dtype} {list(images.shape)}")
         x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        return cls(x, labels=labels, categories=categories, **kwargs)
+        return cls(x, labels=labels, categories=categories, names=names, **kwargs)
 
     def _logits(self, xf, a, s, class_labels):
         """-|x - a x_i|^2 / (2 s^2) up to a per-row constant, float64, [B, N]."""
@@ -397,6 +401,22 @@ class IdealDenoiser(AnalyticModel):
                 raise ValueError(f"class_labels {wanted.tolist()} include a label with no images")
             logits = logits.masked_fill(~mask, float("-inf"))
         return logits
+
+    def nearest(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training image closest to each row of ``x`` [B, ...] (Euclidean): (indices [B], distances [B]),
+        in float64. Is a sample a copy of the training set, or something new?"""
+        xf = x.detach().reshape(x.shape[0], -1).double().cpu()
+        if xf.shape[1] != self.dim:
+            raise ValueError(f"samples of shape {list(x.shape[1:])} do not match the images {list(self.event_shape)}")
+        best = torch.full((xf.shape[0],), float("inf"), dtype=torch.float64)
+        index = torch.zeros(xf.shape[0], dtype=torch.long)
+        for start in range(0, self.images.shape[0], self.chunk_size):
+            chunk = self.images[start:start + self.chunk_size].double()
+            d2 = (xf * xf).sum(1, keepdim=True) - 2 * xf @ chunk.T + self.sq_norms[start:start + self.chunk_size][None]
+            value, at = d2.min(1)
+            closer = value < best
+            best, index = torch.where(closer, value, best), torch.where(closer, at + start, index)
+        return index, best.clamp(min=0).sqrt()
 
     def posterior_weights(self, x, t, class_labels=None) -> torch.Tensor:
         """softmax weights [batch, N] of the images given x_t = x."""

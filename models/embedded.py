@@ -22,6 +22,16 @@ def gaussian_2d(prediction_type: str = "epsilon"):
     return GaussianData([0.3, -0.2], [[0.20, 0.12], [0.12, 0.10]], prediction_type=prediction_type)
 
 
+def twin_scheduler_config() -> dict | None:
+    """The default network's scheduler_config.json (None while the network is missing)."""
+    import json
+
+    try:
+        return json.loads((DEFAULT_MODEL_DIR / "scheduler_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def load_embedded(name: str, device=None, dtype=None, channels_last: bool = False):
     from . import analytic, loading
 
@@ -33,7 +43,11 @@ def load_embedded(name: str, device=None, dtype=None, channels_last: bool = Fals
         net.source = {"kind": "embedded", "name": name, "path": str(DEFAULT_MODEL_DIR)}
         return loading._finish(net, device, dtype, channels_last)
     if name == "ideal-emoji":
-        return analytic.IdealDenoiser.from_npz(EMOJI_IMAGES)
+        # the twin of the default network: the same noise schedule and grid (trailing), so the two
+        # sample the same way from the same noise
+        config = twin_scheduler_config()
+        return analytic.IdealDenoiser.from_npz(EMOJI_IMAGES, scheduler_config=config,
+                                               prediction_type=(config or {}).get("prediction_type", "epsilon"))
     if name == "gaussian":
         return gaussian_2d()
     if name == "mixture-2d":

@@ -274,10 +274,26 @@ def test_ideal_denoiser_refuses_bad_images():
         IdealDenoiser(small_image_set())(torch.zeros(1, 3, 2, 2), 10.0)
 
 
+def test_nearest_finds_the_closest_training_image_by_brute_force():
+    images = small_image_set(n=9)
+    model = IdealDenoiser(images, chunk_size=4, names=[f"img{i}" for i in range(9)])   # chunks 4 + 4 + 1
+    x = torch.randn(5, 1, 2, 2, generator=torch.Generator().manual_seed(18), dtype=F64)
+    x[0] = images[8].float().double()                                    # exactly a training image, last chunk
+    index, dist = model.nearest(x)
+    all_dist = torch.cdist(x.flatten(1), images.float().double().flatten(1))
+    assert index.tolist() == all_dist.argmin(1).tolist() and index[0] == 8
+    assert torch.allclose(dist, all_dist.min(1).values, atol=1e-7) and dist[0] < 1e-6
+    with pytest.raises(ValueError, match="names must have one entry per image"):
+        IdealDenoiser(images, names=["a"])
+    with pytest.raises(ValueError, match="do not match"):
+        model.nearest(torch.zeros(1, 3, 2, 2))
+
+
 def test_ideal_emoji_loads_the_shipped_image_set():
     model = models.load("ideal-emoji")
     data = np.load(models.embedded.EMOJI_IMAGES)
     assert model.images.shape[0] == data["images"].shape[0] and model.event_shape == (3, 32, 32)
+    assert model.names == [str(n) for n in data["names"]]
     i = 3
     image = torch.from_numpy(data["images"][i]).permute(2, 0, 1).double()[None] / 127.5 - 1
     a, s = alpha_sigma(1.0)

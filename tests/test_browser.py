@@ -117,11 +117,16 @@ def test_generate_in_the_browser_streams_changing_previews(page, tmp_path):
 
 @pytest.mark.parametrize("view, button, plot", [("Schedule", "#schedule-button", "#schedule-plot"),
                                                 ("2-D", "#teaching-button", "#teaching-plot"),
-                                                ("Error vs steps", "#errors-button", "#errors-plot")])
+                                                ("Error vs steps", "#errors-button", "#errors-plot"),
+                                                ("Network vs training set", "#training-set-button",
+                                                 "#training-set-picture")])
 def test_each_view_runs_and_draws_its_plot_in_the_browser(page, tmp_path, view, button, plot):
     open_tab(page, view)
     page.click(button)
     plot_drawn(page, plot)
+    if view == "Network vs training set":   # previews stream into the picture first; the comparison ends it
+        page.wait_for_function("() => document.querySelector('#training-set-status')?.innerText.includes('done in')",
+                               timeout=90_000)
     page.wait_for_timeout(800)   # the plot's own fade-in, then the picture
     keep_screenshot(page, tmp_path, view.lower().replace(" ", "-").replace("2-d", "teaching"))
     if view == "Error vs steps":   # the screenshot shows the curves arriving; the rest of the runs are not needed

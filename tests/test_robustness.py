@@ -746,6 +746,7 @@ VIEW_BASES = {
                      sampler_3="", points=2, seed=1),
     "errors": dict(model="gaussian", seed=1, num_images=2, nfe="2, 3", sampler_1="ddim", sampler_2="",
                    sampler_3="", sampler_4=""),
+    "training_set": dict(model="default", sampler="ddim", steps=2, seed=1, num_images=1, class_label="Flags", guidance_scale=3.0),
 }
 VIEW_HOSTILE = ["", True, -1, "x" * 5000, {"a": 1}, [1, "a"], "🙂\u202e"]
 
@@ -754,8 +755,10 @@ def view_params(api: str) -> list[str]:
     import views.errors
     import views.schedule
     import views.teaching
+    import views.training_set
 
-    return {"schedule": views.schedule.PARAMS, "teaching": views.teaching.PARAMS, "errors": views.errors.PARAMS}[api]
+    return {"schedule": views.schedule.PARAMS, "teaching": views.teaching.PARAMS, "errors": views.errors.PARAMS,
+            "training_set": views.training_set.PARAMS}[api]
 
 
 @pytest.mark.parametrize("api", list(VIEW_BASES))

@@ -67,10 +67,12 @@ def test_schedule_plots_lambda_on_request_and_refuses_an_unknown_axis(client):
 
 def test_the_public_api_is_generate_compare_and_one_endpoint_per_view(client):
     named = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert sorted(named) == ["/compare", "/errors", "/generate", "/schedule", "/teaching"]
+    assert sorted(named) == ["/compare", "/errors", "/generate", "/schedule", "/teaching", "/training_set"]
     import views.errors
     import views.schedule
     import views.teaching
+    import views.training_set
 
-    for api, module in (("/schedule", views.schedule), ("/teaching", views.teaching), ("/errors", views.errors)):
+    for api, module in (("/schedule", views.schedule), ("/teaching", views.teaching), ("/errors", views.errors),
+                        ("/training_set", views.training_set)):
         assert [p["parameter_name"] for p in named[api]["parameters"]] == list(module.PARAMS)

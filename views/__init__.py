@@ -9,6 +9,7 @@ Each module has the same three parts:
 ``schedule``  where every model evaluation lands on the noise axis
 ``teaching``  2-D trajectories over the density, against an accurate reference
 ``errors``    error against model evaluations, with fitted orders
+``training_set``  the default network beside its ideal-denoiser twin and the nearest training images
 
 The per-run trace (x0 strip, per-step change) belongs to a single run and lives under Generate.
 """

@@ -7,6 +7,8 @@ the stream").
    until the end) against the five outputs it had before.
 3. Error vs steps: building one update (plot frame, colours, table) against one run of the curve.
 4. 2-D: re-drawing the picture at a slider position (no model call) and the whole computation.
+5. Network vs training set: the nearest-training-image search (both runs' images against the 3,781
+   training images) and the comparison picture, against the two sampler runs they follow.
 
 CPU time of this process is the clock (other processes on a shared machine do not count).
 Prints a markdown table and writes bench/results/views.md.
@@ -113,6 +115,25 @@ def teaching_costs(limits, repeats):
     return whole, cpu_ms(lambda: teaching.render(data, middle), repeats)
 
 
+def training_set_costs(limits, repeats):
+    import views.training_set as training_set
+
+    values = dict(model="default", sampler="ddim", steps=20, seed=0, num_images=4, class_label="Flags")
+    start = time.process_time()
+    *_, (_, _, result) = training_set.rows(values, limits)
+    whole = (time.process_time() - start) * 1e3
+    twin = runner.load_model("ideal-emoji", limits)[0]
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    pictures = runner.to_uint8(images)
+
+    def compare():
+        twin.nearest(images)
+        twin.nearest(images)
+        training_set.comparison(pictures, pictures, pictures, result["rows"])
+
+    return whole, cpu_ms(compare, repeats)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=20)
@@ -125,6 +146,7 @@ def main(argv=None):
     with_trace, without = update_costs(args.repeats)
     per_run, build, runs = error_costs(limits, max(3, args.repeats // 4))
     teaching_whole, render = teaching_costs(limits, args.repeats)
+    training_whole, nearest = training_set_costs(limits, args.repeats)
 
     rows = [
         ("trace: copy of one step (Tracer.add)", add, f"{add / network:.1%} of one network call ({network:.1f} ms)"),
@@ -137,6 +159,9 @@ def main(argv=None):
          f"{build / per_run:.2%} of one run of the curve ({per_run:.0f} ms on average over {runs} runs)"),
         ("2-D: re-draw at a slider position (no model call)", render,
          f"the whole /teaching computation: {teaching_whole:.0f} ms"),
+        ("network vs training set: nearest training images of 2 x 4 pictures + the comparison picture", nearest,
+         f"{nearest / (training_whole - nearest):.1%} of the two 20-step runs of 4 images "
+         f"({training_whole - nearest:.0f} ms)"),
     ]
     lines = ["# What the views cost", "",
              f"Default model (`{progress.info['model_loaded'] if progress and progress.info else 'default'}`), "

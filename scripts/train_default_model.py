@@ -1,7 +1,7 @@
 """Train the embedded default model: a small class-conditional UNet on the 32x32 emoji set.
 
     python scripts/train_default_model.py --workdir /tmp/emoji-train --bf16       # CPU, until stopped
-    python scripts/train_default_model.py --workdir W --device cuda --batch-size 128 --max-steps 40000
+    python scripts/train_default_model.py --workdir W --device cuda --bf16 --batch-size 128 --max-steps 40000 --decay-steps 10000
     python scripts/train_default_model.py --workdir W --resume                     # continue a run
 
 What makes a 5 M-parameter model learn in a few thousand CPU iterations:
@@ -95,8 +95,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+PROGRESS_BAR = None   # a tqdm bar while training in a terminal; log lines are written above it
+
+
 def log(msg: str) -> None:
-    print(time.strftime("%H:%M:%S ") + msg, flush=True)
+    line = time.strftime("%H:%M:%S ") + msg
+    if PROGRESS_BAR is not None:
+        PROGRESS_BAR.write(line)
+    else:
+        print(line, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,6 +295,8 @@ def parse_args(argv=None):
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many iterations (0: no limit)")
     ap.add_argument("--max-minutes", type=float, default=0, help="stop after this much wall time (0: no limit)")
     ap.add_argument("--log-seconds", type=float, default=30)
+    ap.add_argument("--progress", default="auto", choices=("auto", "bar", "lines"),
+                    help="a progress bar (auto: when stderr is a terminal) or a log line every --log-seconds")
     ap.add_argument("--ckpt-minutes", type=float, default=5)
     ap.add_argument("--export-minutes", type=float, default=10)
     ap.add_argument("--sample-minutes", type=float, default=10)
@@ -308,6 +317,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    global PROGRESS_BAR
     args, _ = parse_args(argv)
     command = "python " + " ".join([os.path.relpath(__file__, REPO)] + (argv if argv is not None else sys.argv[1:]))
     if args.threads > 0:
@@ -386,6 +396,11 @@ def main(argv=None):
     start = time.perf_counter()
     last = dict(log=start, ckpt=start, export=start, sample=start)
     step_at_log = step
+    if args.progress == "bar" or (args.progress == "auto" and sys.stderr.isatty()):
+        from tqdm import tqdm   # comes with huggingface_hub
+
+        PROGRESS_BAR = tqdm(total=args.max_steps or None, initial=step, unit="it", dynamic_ncols=True,
+                            desc="training")
     net.train()
     while True:
         now = time.perf_counter()
@@ -432,6 +447,10 @@ def main(argv=None):
         writer.writerow([step, f"{trained_seconds:.1f}", f"{lv:.5f}", f"{loss_avg:.5f}", f"{lr:.3g}", f"{grad_norm:.3f}"])
 
         now = time.perf_counter()
+        if PROGRESS_BAR is not None:
+            PROGRESS_BAR.update(1)
+            if step % 10 == 0:
+                PROGRESS_BAR.set_postfix(loss=f"{loss_avg:.4f}", lr=f"{lr:.1e}", refresh=False)
         if now - last["log"] >= args.log_seconds:
             rate = (step - step_at_log) / (now - last["log"])
             left = f", {args.max_minutes - (now - start) / 60:.1f} min left" if args.max_minutes else ""
@@ -451,6 +470,9 @@ def main(argv=None):
             last["export"] = time.perf_counter()
 
     log_file.close()
+    if PROGRESS_BAR is not None:
+        PROGRESS_BAR.close()
+        PROGRESS_BAR = None
     save_checkpoint()
     reason = "time limit" if args.max_minutes and time.perf_counter() - start >= 60 * args.max_minutes else "step limit"
     export(export_net, ema, out, stats(f"finished ({reason})"), license_file)

@@ -132,7 +132,7 @@ def test_training_exports_a_checkpoint_that_loads_like_any_hub_model_and_resumes
     assert y.shape == (1, 3, 32, 32) and torch.isfinite(y).all()
     assert (work / "samples" / "step_000002.png").is_file() and (work / "train_log.csv").is_file()
 
-    trainer.main(common + ["--max-steps", "3", "--resume", "--bf16"])     # mixed precision resumes too
+    trainer.main(common + ["--max-steps", "3", "--resume", "--bf16", "--progress", "bar"])   # mixed precision too
     stats = json.loads((work / "final_stats.json").read_text())
     assert stats["steps"] == 3 and stats["num_classes"] == 3
     rows = (work / "train_log.csv").read_text().strip().splitlines()

@@ -815,13 +815,13 @@ def font(size: int):
         return ImageFont.load_default()
 
 
-def labelled_strip(pictures, side: int = 64, gap: int = 4) -> np.ndarray:
+def labelled_strip(pictures, side: int = 64, gap: int = 4, font_size: int = 11) -> np.ndarray:
     """[(picture, line 1, line 2), ...] -> one row of pictures (nearest-upscaled to ``side``) with two
-    lines of text under each: the x0 strip of a run's trace."""
+    lines of text under each: the x0 strip of a run's trace, the network-vs-training-set lines."""
     from PIL import Image, ImageDraw
 
-    label_font = font(11)
-    text_h = 28
+    label_font = font(font_size)
+    text_h = 2 * font_size + 6
     out = Image.new("RGB", (len(pictures) * (side + gap) - gap, side + text_h), "white")
     draw = ImageDraw.Draw(out)
     for i, (picture, first, second) in enumerate(pictures):
@@ -830,7 +830,7 @@ def labelled_strip(pictures, side: int = 64, gap: int = 4) -> np.ndarray:
         x = i * (side + gap)
         out.paste(img, (x, 0))
         draw.text((x + 1, side + 2), first, fill=(40, 40, 40), font=label_font)
-        draw.text((x + 1, side + 15), second, fill=(110, 110, 110), font=label_font)
+        draw.text((x + 1, side + font_size + 4), second, fill=(110, 110, 110), font=label_font)
     return np.asarray(out)
 
 

@@ -109,8 +109,8 @@ def comparison(network: np.ndarray, twin: np.ndarray, nearest: np.ndarray, found
     lines = [runner.labelled_strip([
         (network[i], f"network #{i}", f"{r['network_to_nearest']:.1f} to nearest"),
         (twin[i], "ideal twin", f"{r['twin_to_nearest']:.1f} to nearest"),
-        (nearest[i], "nearest training", r["nearest"][:16]),
-    ], side=SIDE) for i, r in enumerate(found)]
+        (nearest[i], "nearest training", r["nearest"][:15]),
+    ], side=SIDE, font_size=12) for i, r in enumerate(found)]   # 12 px: the spaces between words show
     gap = 6
     out = np.full((sum(line.shape[0] for line in lines) + gap * (len(lines) - 1), lines[0].shape[1], 3), 255,
                   np.uint8)

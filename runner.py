@@ -265,7 +265,9 @@ def _describe_model(name: str, loaded: str, net, notice: str, version: float) ->
         null_label = int(n_embeds) - 1
         names = _emoji_categories() if loaded == "default" else None
         classes = names if names and len(names) == null_label else [f"class {i}" for i in range(null_label)]
-        default_class, default_guidance = classes[0], 3.0
+        # guidance off by default: the conditional network alone. The default emoji network's null label
+        # (10% of its training batches) is weak, and scales above ~1.25 over-saturate its pictures
+        default_class, default_guidance = classes[0], 1.0
     try:
         device = next(net.parameters()).device
     except (AttributeError, StopIteration, TypeError):

@@ -61,7 +61,7 @@ def main(argv=None):
     ap.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), help="category names, one row each")
     ap.add_argument("--per-row", type=int, default=4)
     ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--guidance", type=float, default=1.0, help="1: the conditional model alone (best here)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=int, default=4)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

@@ -81,7 +81,7 @@ SCHEDULER_CONFIG = {
 }
 
 MIN_SNR_GAMMA = 5.0
-SAMPLE_GUIDANCE = 3.0
+SAMPLE_GUIDANCE = 1.0   # the conditional model alone: larger scales over-saturate this small model
 
 
 def cpu_name() -> str:
@@ -225,7 +225,8 @@ emoji, trained from scratch by `scripts/train_default_model.py` in this reposito
 - Parameters: {stats['params']:,} ({stats['params'] / 1e6:.2f} M), weights stored in float16.
 - Prediction: `v_prediction`; schedule: linear betas 1e-4..0.02, T = 1000 (`scheduler_config.json`).
 - Classes (`class_labels`): {cats}; {stats['num_classes']} = null label (unconditional, for
-  classifier-free guidance; guidance about 3 works well).
+  classifier-free guidance). Sample with guidance 1 (the conditional model alone): scales above ~1.25
+  over-saturate its pictures and add high-frequency noise as the step count grows.
 - Data: {stats['num_images']} Noto Emoji images (Apache-2.0, Google) from the npm package
   emoji-datasource-google@16.0.0, composited on white and downsampled to 32x32
   (`scripts/build_emoji_dataset.py`). See LICENSE.txt.

@@ -31,7 +31,7 @@ def check(values: dict, limits: runner.Limits):
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(PARAMS)}")
     network = values.get("model") or "default"
-    if network not in TWINS:
+    if not isinstance(network, str) or network not in TWINS:   # a dict or list is not hashable
         raise ValueError(f"model={runner.short(network)} has no training-set twin here; allowed: "
                          f"{', '.join(TWINS)} (the networks whose training images ship with the app)")
     setup = runner.check_setup({k: values.get(k) for k in ("sampler", "steps")}, limits)

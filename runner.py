@@ -234,7 +234,7 @@ def _default_version() -> float:
         return 0.0
 
 
-def _emoji_categories() -> list[str] | None:
+def emoji_categories() -> list[str] | None:
     try:
         with np.load(embedded_models.EMOJI_IMAGES, allow_pickle=False) as data:
             return [str(c) for c in data["categories"]] if "categories" in data.files else None
@@ -255,6 +255,9 @@ def _describe_model(name: str, loaded: str, net, notice: str, version: float) ->
     if kind == "points" and shape != (2,):
         raise ValueError(f"model {name!r} has samples of shape {list(shape)}; the app shows images [C, H, W] "
                          f"or 2-D points")
+    # guidance off by default, also for a guidance-trained network (the conditional network alone): the
+    # default emoji network's null label (10% of its training batches) is weak, and scales above ~1.25
+    # over-saturate its pictures
     classes, null_label, default_class, default_guidance = None, None, "none", 1.0
     n_embeds = config.get("num_class_embeds")
     if isinstance(net, models.IdealDenoiser) and net.labels is not None:
@@ -263,11 +266,9 @@ def _describe_model(name: str, loaded: str, net, notice: str, version: float) ->
     elif n_embeds and not isinstance(net, models.IdealDenoiser):
         # networks trained for classifier-free guidance keep the last label for "no class"
         null_label = int(n_embeds) - 1
-        names = _emoji_categories() if loaded == "default" else None
+        names = emoji_categories() if loaded == "default" else None
         classes = names if names and len(names) == null_label else [f"class {i}" for i in range(null_label)]
-        # guidance off by default: the conditional network alone. The default emoji network's null label
-        # (10% of its training batches) is weak, and scales above ~1.25 over-saturate its pictures
-        default_class, default_guidance = classes[0], 1.0
+        default_class = classes[0]
     try:
         device = next(net.parameters()).device
     except (AttributeError, StopIteration, TypeError):
@@ -605,7 +606,7 @@ def check_seed(value) -> int:
     return check_int("seed", value, 0, MAX_SEED)
 
 
-def _unknown_params(values: dict, known) -> None:
+def check_known_params(values: dict, known) -> None:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(known)}")
@@ -613,7 +614,7 @@ def _unknown_params(values: dict, known) -> None:
 
 def parse_generate(values: dict, limits: Limits, environ=None) -> GenerateRequest:
     """Raw /generate values (keyed by parameter name; None = default) -> a request, or ValueError."""
-    _unknown_params(values, generate_params())
+    check_known_params(values, generate_params())
     model = check_model(values.get("model"), environ)
     setup = check_setup(values, limits)
     return GenerateRequest(model, setup, check_seed(values.get("seed")), check_count(values, limits),
@@ -625,7 +626,7 @@ COMPARE_PARAMS = ("model", "setups", "seed", "num_images", "class_label", "guida
 
 
 def parse_compare(values: dict, limits: Limits, environ=None) -> CompareRequest:
-    _unknown_params(values, COMPARE_PARAMS)
+    check_known_params(values, COMPARE_PARAMS)
     model = check_model(values.get("model"), environ)
     raw = values.get("setups")
     if isinstance(raw, str):
@@ -649,7 +650,7 @@ def parse_compare(values: dict, limits: Limits, environ=None) -> CompareRequest:
             raise ValueError(f"setups[{i}]={short(entry)} must be an object like "
                              f"{{\"sampler\": \"ddim\", \"steps\": 20}}")
         try:
-            _unknown_params(entry, known)
+            check_known_params(entry, known)
         except ValueError as exc:
             raise ValueError(f"setups[{i}]: {exc}") from None
         setups.append(check_setup(entry, limits, where=f"setups[{i}]: "))
@@ -861,6 +862,17 @@ def picture(x: torch.Tensor, info: ModelInfo, *, clean: bool, target: int = PREV
     if info.kind == "points":
         return scatter(x, target, (214, 39, 40) if clean else (31, 119, 180))
     return upscale(tile(to_uint8(x)), target)
+
+
+def stack(pictures: list[np.ndarray], gap: int = 6) -> np.ndarray:
+    """Pictures one under another, left-aligned on white."""
+    out = np.full((sum(p.shape[0] for p in pictures) + gap * (len(pictures) - 1), max(p.shape[1] for p in pictures), 3),
+                  255, np.uint8)
+    y = 0
+    for p in pictures:
+        out[y:y + p.shape[0], :p.shape[1]] = p
+        y += p.shape[0] + gap
+    return out
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarray:
@@ -1278,19 +1290,7 @@ def distance(x: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def _compare_preview(steps, info: ModelInfo, panel: int) -> np.ndarray:
-    rows = []
-    for st in steps:
-        if st is None:
-            continue
-        rows.append(preview(st.x, st.x0, info, target=panel))
-    width = max(r.shape[1] for r in rows)
-    gap = 6
-    out = np.full((sum(r.shape[0] for r in rows) + gap * (len(rows) - 1), width, 3), 255, np.uint8)
-    y = 0
-    for r in rows:
-        out[y:y + r.shape[0], :r.shape[1]] = r
-        y += r.shape[0] + gap
-    return out
+    return stack([preview(st.x, st.x0, info, target=panel) for st in steps if st is not None])
 
 
 def compare(request: CompareRequest, limits: Limits, clock=time.perf_counter) -> Iterator[CompareProgress]:

@@ -408,15 +408,10 @@ class IdealDenoiser(AnalyticModel):
         xf = x.detach().reshape(x.shape[0], -1).double().cpu()
         if xf.shape[1] != self.dim:
             raise ValueError(f"samples of shape {list(x.shape[1:])} do not match the images {list(self.event_shape)}")
-        best = torch.full((xf.shape[0],), float("inf"), dtype=torch.float64)
-        index = torch.zeros(xf.shape[0], dtype=torch.long)
-        for start in range(0, self.images.shape[0], self.chunk_size):
-            chunk = self.images[start:start + self.chunk_size].double()
-            d2 = (xf * xf).sum(1, keepdim=True) - 2 * xf @ chunk.T + self.sq_norms[start:start + self.chunk_size][None]
-            value, at = d2.min(1)
-            closer = value < best
-            best, index = torch.where(closer, value, best), torch.where(closer, at + start, index)
-        return index, best.clamp(min=0).sqrt()
+        one = torch.ones(xf.shape[0], 1, dtype=torch.float64)
+        # at alpha = sigma = 1 the logits are (|x|^2 - |x - x_i|^2) / 2 less the per-row |x|^2 / 2
+        best, index = self._logits(xf, one, one, None).max(1)
+        return index, ((xf * xf).sum(1) - 2 * best).clamp(min=0).sqrt()
 
     def posterior_weights(self, x, t, class_labels=None) -> torch.Tensor:
         """softmax weights [batch, N] of the images given x_t = x."""

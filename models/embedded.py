@@ -26,8 +26,10 @@ def twin_scheduler_config() -> dict | None:
     """The default network's scheduler_config.json (None while the network is missing)."""
     import json
 
+    from . import loading
+
     try:
-        return json.loads((DEFAULT_MODEL_DIR / "scheduler_config.json").read_text())
+        return json.loads((DEFAULT_MODEL_DIR / loading.SCHEDULER_NAME).read_text())
     except (OSError, ValueError):
         return None
 

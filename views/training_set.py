@@ -27,9 +27,7 @@ SIDE = 96   # each picture of the comparison, nearest-upscaled from 32 px
 
 def check(values: dict, limits: runner.Limits):
     """(network, setup, seed, count, conditioning), every input checked before any model work."""
-    unknown = sorted(set(values) - set(PARAMS))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(PARAMS)}")
+    runner.check_known_params(values, PARAMS)
     network = values.get("model") or "default"
     if not isinstance(network, str) or network not in TWINS:   # a dict or list is not hashable
         raise ValueError(f"model={runner.short(network)} has no training-set twin here; allowed: "
@@ -111,14 +109,7 @@ def comparison(network: np.ndarray, twin: np.ndarray, nearest: np.ndarray, found
         (twin[i], "ideal twin", f"{r['twin_to_nearest']:.1f} to nearest"),
         (nearest[i], "nearest training", r["nearest"][:15]),
     ], side=SIDE, font_size=12) for i, r in enumerate(found)]   # 12 px: the spaces between words show
-    gap = 6
-    out = np.full((sum(line.shape[0] for line in lines) + gap * (len(lines) - 1), lines[0].shape[1], 3), 255,
-                  np.uint8)
-    y = 0
-    for line in lines:
-        out[y:y + line.shape[0]] = line
-        y += line.shape[0] + gap
-    return out
+    return runner.stack(lines)
 
 
 def gpu_seconds(values: dict, limits: runner.Limits) -> int:

@@ -2,17 +2,15 @@
 
     python app.py            # host/port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 7860)
 
-The page only draws controls; validation, models and the sampling loops live in ``runner.py``.
-Controls are generated from the sampler registry (``samplers.OPTIONS`` and each method's
-options and choices), so a newly registered sampler shows up with its own controls.
-Named API endpoints: ``/generate``, ``/compare`` and one per view in ``views/`` (see README).
+The page assembles the tabs (views/compare.py, views/generate.py and the explanatory views) around
+the shared model block and wires them; validation, models and the sampling loops live in
+``runner.py``. Named API endpoints: ``/generate``, ``/compare`` and one per view in ``views/``.
 """
 from __future__ import annotations
 
 # ZeroGPU wants `spaces` imported before torch (views.common imports it first); elsewhere it is absent.
 from views.common import cancel_watch, errors_as_gradio, gpu, named, sampler_choices, spaces  # noqa: I001
 
-import math
 import os
 import random
 
@@ -20,85 +18,36 @@ import gradio as gr
 
 import runner
 import samplers
+import views.compare
 import views.errors
+import views.generate
 import views.schedule
 import views.teaching
 import views.training_set
+from views import explain
+from views.generate import ORDER_OPTION, TRACE_WHILE_RUNNING, option_updates, spacing_updates
+from views.plots import trace_figures
 
 TITLE = "Sampler Lab"
 CSS = """
 #preview img, #compare-preview img, .pixelated img { image-rendering: pixelated; }
-.hint { opacity: 0.75; font-size: 0.9em; }
+.hint { opacity: 0.8; font-size: 0.9em; }
+/* the preview column stays in view while the controls beside it scroll */
+@media (min-width: 900px) { .watch { position: sticky; top: 8px; align-self: flex-start; } }
+/* gallery captions under the picture, not over it */
+.pixelated .thumbnail-item { height: auto !important; }
+.pixelated .thumbnail-item .caption-label { position: static !important; }
 """
 THEME = gr.themes.Soft()
-ROW_FIELDS = ("sampler", "steps", "order", "eta", "spacing")   # the controls of one compare set-up
-# (title, build(ctx)) of the explanatory tabs (views/), drawn after Generate and Compare; ctx holds the
-# shared controls.
-EXTRA_TABS: list = [("Schedule", views.schedule.tab), ("2-D", views.teaching.tab),
-                    ("Error vs steps", views.errors.tab), ("Network vs training set", views.training_set.tab)]
-DEFAULT_ROWS = ("ddim", "unipc", "ipndm", "euler", "dpm++2s-a", "plms")
+ROW_FIELDS = views.compare.ROW_FIELDS
+# (title, build(ctx), uses the shared model block) of the explanatory tabs (views/), after Compare and Generate
+EXTRA_TABS: list = [("Schedule", views.schedule.tab, True), ("2-D", views.teaching.tab, False),
+                    ("Error vs steps", views.errors.tab, True),
+                    ("Network vs training set", views.training_set.tab, False)]
 TRACE_COLUMNS = ("nfe", "t", "sigma", "change", "x0_change", "x0_to_final", "x_rms", "x0_rms")
 CHANGE_SERIES = {"change": "sample x: |x_i - x_i-1| / |x_i|", "x0_change": "x0: |x0_i - x0_i-1| / |x0_i|",
                  "x0_to_final": "x0 to the final image: |x0_i - x| / |x|"}
 NORM_SERIES = {"x_rms": "sample x", "x0_rms": "predicted x0"}
-TRACE_WHILE_RUNNING = ("The trace appears when the run ends.", None, None, None, None)
-
-
-# ---------------------------------------------------------------------------------------------
-# Controls built from the registry
-
-
-def option_component(option: samplers.Option):
-    """A control whose empty value (None) means "this sampler's own default"."""
-    label = runner.param_name(option.name)
-    common = dict(label=label, info=option.help, value=None, visible=False)
-    choices = runner.option_choices(option)
-    if option.kind is bool:
-        return gr.Radio(choices=[("on", True), ("off", False)], **common)
-    if option.kind is str and choices is not None:
-        return gr.Dropdown(choices=list(choices), **common)
-    if option.kind is int and choices is not None:
-        return gr.Radio(choices=list(choices), **common)
-    if option.kind is list:
-        return gr.Textbox(placeholder="descending train timesteps, e.g. 999, 700, 400, 100", **common)
-    return gr.Number(minimum=option.low, maximum=option.high, precision=0 if option.kind is int else None,
-                     step=1 if option.kind is int else 0.05, **common)
-
-
-def sampler_summary(name: str, steps) -> str:
-    m = samplers.REGISTRY.get(name)
-    if m is None:
-        return ""
-    kind = "stochastic (for some settings)" if m.stochastic else "deterministic"
-    return f"**{m.title}** — {m.paper}. Order {m.order}, {kind}."
-
-
-def option_updates(info: runner.ModelInfo | None, method_name: str, options: list[samplers.Option]):
-    """Visibility, narrowed choices and this model's default value for every option control."""
-    applies = runner.method_applies(method_name) if method_name in samplers.REGISTRY else set()
-    defaults = {}
-    if info is not None and method_name in samplers.REGISTRY:
-        try:
-            defaults = runner.default_options(info, method_name)
-        except ValueError:
-            defaults = {}
-    updates = []
-    for o in options:
-        if o.name not in applies:
-            updates.append(gr.update(visible=False, value=None))
-            continue
-        kw = dict(visible=True, value=runner._jsonable(defaults.get(o.name)))
-        choices = runner.option_choices(o, method_name)
-        if choices is not None and o.kind is not bool:
-            kw["choices"] = list(choices)
-        updates.append(gr.update(**kw))
-    unused = [runner.param_name(o.name) for o in options if o.name not in applies]
-    main = [n for n in unused if runner.OPTION_OF_PARAM.get(n, n) in runner.MAIN_OPTIONS]
-    hint = ""
-    if unused:
-        hint = f"Hidden because {method_name} does not use them: {', '.join(main) or 'no main option'}"
-        hint += f" and {len(unused) - len(main)} more." if len(unused) > len(main) else "."
-    return updates, hint
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,95 +62,143 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
     gen_params = runner.generate_params()
 
     with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as demo:
-        gr.Markdown(f"# {TITLE}\nWatch a diffusion sampler denoise step by step, and compare samplers from the "
-                    "same noise. Every control maps to the `samplers` package: the run's settings and the "
-                    "Python that repeats it are shown under each result.")
+        gr.Markdown(f"# {TITLE}\nDiffusion samplers turn noise into a picture in a few model evaluations. Here they "
+                    "start from the same noise, so every difference you see is the sampler's. **Compare** them "
+                    "side by side, watch one step by step in **Generate**, and see why in the other tabs.")
         notice = gr.Markdown(f"⚠️ {start_notice}" if start_notice else "", visible=bool(start_notice))
-        with gr.Row():
-            model = gr.Dropdown(choices=choices, value=start_model, label="model",
-                                allow_custom_value=runner.allow_any_hub_model(), scale=2,
-                                info="embedded, analytic (exact answers) or allow-listed hub models")
-            model_info = gr.Markdown(runner.model_description(start_model), elem_classes="hint")
+        # the model block: hidden on the tabs that have their own model (2-D, Network vs training set).
         # Controls are hidden one by one, not through their row: Gradio drops value updates to the
         # children of a row hidden in the same update, and a hidden control still sends its value.
-        with gr.Row() as cond_row:
-            class_label = gr.Dropdown(choices=["none"], value="none", label="class_label", info="which class to draw")
-            guidance_scale = gr.Number(value=None, minimum=0, maximum=20, step=0.5, label="guidance_scale",
-                                       info="classifier-free guidance: 1 = off")
-            guidance_rescale = gr.Number(value=None, minimum=0, maximum=1, step=0.05, label="guidance_rescale",
-                                         info="pull the guided output's std back to the conditional one's (~0.7)")
-            zero_snr = gr.Checkbox(value=False, label="rescale_betas_zero_snr", visible=False,
-                                   info="zero terminal SNR (Lin et al.): for v-prediction models trained with it")
+        with gr.Group(elem_id="model-block") as model_block:
+            with gr.Row():
+                model = gr.Dropdown(choices=choices, value=start_model, label="Model",
+                                    allow_custom_value=runner.allow_any_hub_model(), scale=2,
+                                    info="embedded, analytic (exact answers) or allow-listed hub models")
+                class_label = gr.Dropdown(choices=["none"], value="none", label="Class", scale=2,
+                                          info="which kind of picture to draw")
+                guidance_scale = gr.Number(value=None, minimum=0, maximum=20, step=0.5, label="Guidance scale",
+                                           info="classifier-free guidance: 1 = off", scale=1)
+                guidance_rescale = gr.Number(value=None, minimum=0, maximum=1, step=0.05, label="Guidance rescale",
+                                             info="pull guided contrast back (~0.7)", scale=1)
+                zero_snr = gr.Checkbox(value=False, label="Zero terminal SNR", visible=False, scale=1,
+                                       info="for v-prediction models trained with it (Lin et al.)")
+            model_info = gr.Markdown(runner.model_description(start_model), elem_classes="hint",
+                                     elem_id="model-info")
 
-        with gr.Tabs():
-            with gr.Tab("Generate", id="generate"):
-                gen = _generate_tab(limits, options)
-            with gr.Tab("Compare", id="compare"):
-                cmp = _compare_tab(limits)
+        with gr.Tabs(overflow_behavior="wrap", elem_id="tabs"):
+            with gr.Tab("Compare", id="compare") as compare_tab:
+                cmp = views.compare.tab(limits)
+            with gr.Tab("Generate", id="generate") as generate_tab:
+                gen = views.generate.tab(limits, options)
             # The explanatory tabs (EXTRA_TABS, views/) get the shared controls and put their model work
             # in the "model" concurrency group (ctx["concurrency_id"]).
             # model_updates: (component, update(info)) pairs a tab adds, applied whenever the model changes
             ctx = dict(model=model, class_label=class_label, guidance_scale=guidance_scale,
                        guidance_rescale=guidance_rescale, rescale_betas_zero_snr=zero_snr, limits=limits,
                        concurrency_id="model", concurrency_limit=limits.concurrency, model_updates=[])
-            for title, build_tab in EXTRA_TABS:
-                with gr.Tab(title):
+            tabs = [(compare_tab, True), (generate_tab, True)]
+            for title, build_tab, shared in EXTRA_TABS:
+                with gr.Tab(title) as extra:
                     build_tab(ctx)
+                tabs.append((extra, shared))
+        for tab, shared in tabs:
+            tab.select(lambda shared=shared: gr.update(visible=shared), None, model_block, api_visibility="private",
+                       queue=False, show_progress="hidden")
 
-        gr.Markdown(f"Limits on this machine: {limits.describe()}. Set MAX_STEPS, MAX_NFE, MAX_IMAGES, MAX_POINTS, "
-                    "MAX_COMPARE, MAX_RESOLUTION, REFERENCE_STEPS, QUEUE_SIZE, MAX_CONCURRENCY, PREVIEW_FPS to change "
-                    "them.", elem_classes="hint")
+        gr.Markdown(f"Limits on this machine: {limits.describe()}.", elem_classes="hint")
 
         # -- model: conditioning controls, option defaults of both tabs
         row_outputs = [c for row in cmp["rows"] for c in (row["order"], row["eta"], row["spacing"])]
 
-        def model_changed(model_name, sampler_name, *row_samplers):
+        def model_changed(model_name, current_class, sampler_name, *row_samplers):
             try:
                 name = runner.check_model(model_name)
                 _, info = runner.load_model(name, limits)
             except (ValueError, FileNotFoundError, OSError) as exc:
-                skip = [gr.skip()] * (9 + len(options) + len(row_outputs) + len(ctx["model_updates"]))
+                skip = [gr.skip()] * (8 + len(options) + len(row_outputs) + len(ctx["model_updates"]))
                 return [gr.update(value=f"⚠️ {exc}", visible=True)] + skip
             text = f"**{info.loaded}** — {runner.model_description(info.loaded)}; predicts {info.prediction_type}"
             text += f"; samples of shape {list(info.event_shape)}"
             # an unconditional model still gets a value: a hidden control keeps sending what it holds
             label_choices = ["none"] + list(info.classes or [])
+            class_value = info.default_class
+            if current_class in label_choices:
+                class_value = current_class    # switching model keeps the class where the new one has it
+            elif info.classes is not None and current_class not in (None, "", "none"):
+                text += f". Class set to {class_value}: this model has no class {current_class!r}"
             updates, hint = option_updates(info, sampler_name, options)
             rows = []
             for s in row_samplers:
                 rows.extend(_row_updates(info, s))
-            count_label = "points" if info.kind == "points" else "images"
+            count_label = "Points" if info.kind == "points" else "Images"
             count_max = limits.max_points if info.kind == "points" else limits.max_images
             count_value = min(500, count_max) if info.kind == "points" else 1
             return [
                 gr.update(value=f"⚠️ {info.notice}" if info.notice else "", visible=bool(info.notice)),
                 gr.update(value=text),
-                gr.update(),   # the row itself is never hidden (see above)
-                gr.update(choices=label_choices, value=info.default_class, visible=info.classes is not None),
+                gr.update(choices=label_choices, value=class_value, visible=info.classes is not None),
                 gr.update(value=info.default_guidance if info.guidance else None, visible=info.guidance),
                 gr.update(value=0.0 if info.guidance else None, visible=info.guidance),
                 gr.update(visible=info.prediction_type == "v_prediction", value=False),
-                gr.update(label=f"num_images ({count_label})", maximum=count_max, value=count_value),
-                gr.update(label=f"num_images per set-up ({count_label})", maximum=count_max,
-                          value=min(count_value, 200)),
+                gr.update(label=count_label, maximum=count_max, value=count_value),
+                gr.update(label=f"{count_label} per set-up", maximum=count_max,
+                          value=min(views.compare.DEFAULT_IMAGES, count_max) if info.kind == "image"
+                          else min(count_value, 200)),
                 *updates, gr.update(value=hint), *rows, *[update(info) for _, update in ctx["model_updates"]]]
 
-        model_outputs = [notice, model_info, cond_row, class_label, guidance_scale, guidance_rescale, zero_snr,
+        model_outputs = [notice, model_info, class_label, guidance_scale, guidance_rescale, zero_snr,
                          gen["num_images"], cmp["num_images"], *gen["options"], gen["hint"], *row_outputs,
                          *[component for component, _ in ctx["model_updates"]]]
-        model_inputs = [model, gen["sampler"]] + [row["sampler"] for row in cmp["rows"]]
-        model.change(model_changed, model_inputs, model_outputs, api_visibility="private", show_progress="hidden")
-        demo.load(model_changed, model_inputs, model_outputs, api_visibility="private", show_progress="hidden")
+        model_inputs = [model, class_label, gen["sampler"]] + [row["sampler"] for row in cmp["rows"]]
+        model.input(model_changed, model_inputs, model_outputs, api_visibility="private", show_progress="hidden")
+        # the page load: the model's classes and defaults, then the comparison the page opens on
+        loaded = demo.load(model_changed, model_inputs, model_outputs, api_visibility="private",
+                           show_progress="hidden")
+
+        def opening(model_name):
+            preview_file = runner.PreviewFile()
+            try:
+                for picture, status, gallery, table, info in views.compare.arrival(model_name, limits):
+                    if gallery is None:
+                        yield preview_file.update(picture), status, None, None, None
+                    else:
+                        yield picture, status, gallery, table, info
+            except (ValueError, FileNotFoundError) as exc:   # a model that cannot run the opening set-ups
+                yield None, f"⚠️ {exc}", None, None, None
+            finally:
+                preview_file.close()
+
+        loaded.then(opening, [model], [cmp["preview"], cmp["status"], cmp["gallery"], cmp["table"], cmp["info"]],
+                    api_visibility="private", concurrency_id="model", concurrency_limit=limits.concurrency,
+                    show_progress="minimal", show_progress_on=cmp["status"])
 
         # -- generate
-        def sampler_changed(model_name, sampler_name, steps):
+        gen_inputs = [model, gen["sampler"], gen["steps"], gen["seed"], gen["num_images"], class_label,
+                      guidance_scale, guidance_rescale, zero_snr, *gen["options"]]
+        spacing_control = gen["options"][[o.name for o in options].index("spacing")]
+
+        def sampler_changed(model_name, sampler_name):
             info = _info_or_none(model_name, limits)
             updates, hint = option_updates(info, sampler_name, options)
-            return [gr.update(value=sampler_summary(sampler_name, steps)), *updates, gr.update(value=hint)]
+            return [gr.update(value=explain.sampler_text(sampler_name)), *updates, gr.update(value=hint)]
 
-        gen["sampler"].change(sampler_changed, [model, gen["sampler"], gen["steps"]],
-                              [gen["summary"], *gen["options"], gen["hint"]], api_visibility="private",
-                              show_progress="hidden")
+        gen["sampler"].input(sampler_changed, [model, gen["sampler"]],
+                             [gen["summary"], *gen["options"], gen["hint"]], api_visibility="private",
+                             show_progress="hidden")
+        spacing_control.change(lambda name, spacing: spacing_updates(name, spacing, options),
+                               [gen["sampler"], spacing_control], gen["options"], api_visibility="private",
+                               show_progress="hidden", queue=False)
+
+        def nfe_changed(*values):
+            given = dict(zip(gen_params, values))
+            try:
+                request = runner.parse_generate(given, limits)
+            except (ValueError, FileNotFoundError):
+                return gr.update()
+            return views.generate.nfe_text(_info_or_none(request.model, limits), request, limits)
+
+        gr.on([gen["sampler"].change, gen["steps"].change, *[c.change for c in gen["options"]]], nfe_changed,
+              gen_inputs, gen["nfe"], api_visibility="private", show_progress="hidden", trigger_mode="always_last")
 
         def generate(*values):
             # Every update carries a value for every output: a file path for the preview (the same
@@ -228,8 +225,6 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
 
         generate = named(gpu(lambda *v: runner.generate_gpu_seconds(dict(zip(gen_params, v)), limits))(generate),
                          gen_params)
-        gen_inputs = [model, gen["sampler"], gen["steps"], gen["seed"], gen["num_images"], class_label,
-                      guidance_scale, guidance_rescale, zero_snr, *gen["options"]]
         gen_event = gen["run"].click(
             generate, gen_inputs,
             [gen["preview"], gen["status"], gen["gallery"], gen["settings"], gen["code"], *gen["trace"]],
@@ -237,23 +232,64 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             show_progress="minimal", show_progress_on=gen["status"],
             api_description="Sample with one sampler, streaming the noisy sample | predicted x0 preview, "
                             "step i/N, NFE, t and sigma after every model evaluation; at the end the images, "
-                            "settings, code and the run's trace (x0 strip, change and RMS plots, one row "
-                            "per evaluation).")
+                            "settings, code and the run's trace (x0 strip, change and RMS plotly figures, one "
+                            "row per evaluation).")
         gen["stop"].click(None, None, None, cancels=[gen_event], api_visibility="private")
         gen["dice"].click(lambda: random.randint(0, 2**31 - 1), None, gen["seed"], api_visibility="private",
                           queue=False)
 
         # -- compare
+        def row_nfe(model_name, sampler_name, steps, order, eta, spacing):
+            info = _info_or_none(model_name, limits)
+            try:
+                spec = runner.check_setup({k: v for k, v in dict(sampler=sampler_name, steps=steps, order=order,
+                                                                  eta=eta, spacing=spacing).items()
+                                           if v not in (None, "")}, limits)
+                sampler = runner.build_sampler(info, spec, runner.Conditioning(), limits) if info else None
+            except ValueError:
+                return ""
+            return "" if sampler is None else explain.nfe_note(sampler.name, sampler.steps, int(sampler.nfe))
+
         for row in cmp["rows"]:
-            row["sampler"].change(lambda m, s: _row_updates(_info_or_none(m, limits), s), [model, row["sampler"]],
-                                  [row["order"], row["eta"], row["spacing"]], api_visibility="private",
-                                  show_progress="hidden")
+            row["sampler"].input(lambda m, s: _row_updates(_info_or_none(m, limits), s), [model, row["sampler"]],
+                                 [row["order"], row["eta"], row["spacing"]], api_visibility="private",
+                                 show_progress="hidden")
+            fields = [row[f] for f in ROW_FIELDS]
+            gr.on([row["sampler"].change, row["steps"].change, row["order"].change, row["spacing"].change,
+                   model.change], row_nfe, [model, *fields], row["nfe"], api_visibility="private",
+                  show_progress="hidden", trigger_mode="always_last")
 
         def show_rows(count):
             return [gr.update(visible=i < int(count or 0)) for i in range(limits.max_compare)]
 
         cmp["count"].change(show_rows, cmp["count"], [row["box"] for row in cmp["rows"]], api_visibility="private",
                             queue=False)
+
+        def apply_preset(title, model_name):
+            info = _info_or_none(model_name, limits)
+            setups, text, shared = views.compare.preset(title, limits, info)
+            if not setups:
+                return [gr.skip()] * (2 + len(cmp["rows"]) * len(ROW_FIELDS) + 3)
+            out = [gr.update(value=len(setups)), gr.update(value=text)]
+            for i, row in enumerate(cmp["rows"]):
+                if i >= len(setups):
+                    out += [gr.skip()] * len(ROW_FIELDS)
+                    continue
+                s = setups[i]
+                order, eta, spacing = _row_updates(info, s["sampler"])
+                for update, key in ((order, "order"), (eta, "eta"), (spacing, "spacing")):
+                    if key in s:
+                        update["value"] = s[key]
+                out += [gr.update(value=s["sampler"]), gr.update(value=s["steps"]), order, eta, spacing]
+            out += [gr.update(value=shared["guidance_scale"]) if "guidance_scale" in shared else gr.skip(),
+                    gr.update(value=shared["guidance_rescale"]) if "guidance_rescale" in shared else gr.skip(),
+                    gr.update(value=True) if shared.get("rescale_betas_zero_snr") else gr.skip()]
+            return out
+
+        cmp["preset"].input(apply_preset, [cmp["preset"], model],
+                            [cmp["count"], cmp["preset_note"], *[row[f] for row in cmp["rows"] for f in ROW_FIELDS],
+                             guidance_scale, guidance_rescale, zero_snr], api_visibility="private",
+                            show_progress="hidden")
 
         def collect(count, *values):
             setups = []
@@ -268,23 +304,9 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             preview_file = runner.PreviewFile()   # see generate() for why every update carries values
             try:
                 request = runner.parse_compare(dict(zip(compare_params, values)), limits)
-                for p in runner.in_background(lambda: runner.compare(request, limits), cancelled=cancel_watch()):
-                    shown = preview_file.update(p.preview)
-                    if not p.done:
-                        yield shown, p.message, None, None, None
-                        continue
-                    gallery = []
-                    for r, pics in zip(p.results, p.images):
-                        dist = "" if r["distance"] is None else f" · d={r['distance']:.4g}"
-                        gallery += [(img, f"{r['setup']}: {r['label']} · NFE {r['nfe']} · {r['seconds']:.2f} s{dist}")
-                                    for img in pics]
-                    table = [[r["setup"], r["label"], r["nfe"], r["seconds"], r["distance"]] for r in p.results]
-                    note = f"done in {p.seconds:.2f} s (batched)"
-                    if p.info.get("reference"):
-                        note += f"; distance d = RMS difference to {p.info['reference']}"
-                    if p.info.get("notice"):
-                        note += f"\n\n⚠️ {p.info['notice']}"
-                    yield shown, note, gallery, table, p.info
+                for picture, status, gallery, table, info in views.compare.updates(request, limits, cancel_watch()):
+                    shown = preview_file.update(picture) if gallery is None else picture
+                    yield shown, status, gallery, table, info
             except (ValueError, FileNotFoundError) as exc:
                 raise errors_as_gradio(exc) from None
             finally:
@@ -302,7 +324,8 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             api_name="compare", concurrency_id="model", concurrency_limit=limits.concurrency, preprocess=False,
             show_progress="minimal", show_progress_on=cmp["status"],
             api_description="Run up to MAX_COMPARE sampler set-ups from the same noise, batched through the "
-                            "network; returns the images, NFE, time and distance to a reference per set-up.")
+                            "network; returns the labelled picture (one row per set-up), the images, a table "
+                            "(set-up, label, steps, NFE, distance) and the results JSON.")
         cmp["stop"].click(None, None, None, cancels=[cmp_event], api_visibility="private")
         cmp["dice"].click(lambda: random.randint(0, 2**31 - 1), None, cmp["seed"], api_visibility="private",
                           queue=False)
@@ -323,14 +346,8 @@ def trace_outputs(trace: dict) -> tuple:
     # PIL's built-in font has no Greek letters: "sigma" spelled out
     strip = runner.labelled_strip([(picture, f"NFE {nfe}", f"sigma {sigma:.0f}" if sigma >= 100 else f"sigma {sigma:.3g}")
                                    for nfe, sigma, picture in trace["thumbnails"]])
-    # log10 of a change of exactly 0 (the last x0 against the result itself) has no value: left out
-    change = pd.DataFrame([dict(nfe=r["nfe"], series=label, log10_value=math.log10(r[key]))
-                           for key, label in CHANGE_SERIES.items() for r in rows
-                           if r[key] is not None and 0 < r[key] < math.inf],
-                          columns=["nfe", "series", "log10_value"])
-    norm = pd.DataFrame([dict(nfe=r["nfe"], series=label, value=r[key])
-                         for key, label in NORM_SERIES.items() for r in rows if r[key] is not None],
-                        columns=["nfe", "series", "value"])
+    # a change of exactly 0 (the last x0 against the result itself) has no logarithm: left out of the plot
+    change, norm = trace_figures(rows, CHANGE_SERIES, NORM_SERIES)
     table = pd.DataFrame([[r[c] for c in TRACE_COLUMNS] for r in rows], columns=list(TRACE_COLUMNS))
     return note, strip, change, norm, table
 
@@ -344,108 +361,9 @@ def _info_or_none(model_name, limits):
 
 def _row_updates(info, method_name):
     """order / eta / spacing of one compare row: shown only when the sampler uses them, at its defaults."""
-    opts = [samplers.OPTIONS[n] for n in ("solver_order", "eta", "spacing")]
+    opts = [samplers.OPTIONS[n] for n in views.compare.ROW_OPTIONS]
     updates, _ = option_updates(info, method_name, opts)
     return updates
-
-
-def _generate_tab(limits: runner.Limits, options):
-    names = list(samplers.REGISTRY)
-    first = "ddim" if "ddim" in names else names[0]
-    with gr.Row():
-        with gr.Column(scale=2, min_width=320):
-            sampler = gr.Dropdown(choices=sampler_choices(), value=first, label="sampler")
-            summary = gr.Markdown(sampler_summary(first, 20), elem_classes="hint")
-            steps = gr.Slider(1, limits.max_steps, value=25, step=1, label="steps")
-            with gr.Row():
-                seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=4)
-                dice = gr.Button("random seed", scale=1, min_width=60)
-            num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="num_images")
-            main = [o for o in options if o.name in runner.MAIN_OPTIONS]
-            more = [o for o in options if o.name not in runner.MAIN_OPTIONS]
-            comps = {}
-            for o in main:
-                comps[o.name] = option_component(o)
-            with gr.Accordion("More sampler options", open=False):
-                for o in more:
-                    comps[o.name] = option_component(o)
-            hint = gr.Markdown("", elem_classes="hint")
-            with gr.Row():
-                run = gr.Button("Generate", variant="primary", elem_id="generate-button")
-                stop = gr.Button("Stop", variant="stop", elem_id="generate-stop")
-        with gr.Column(scale=3):
-            preview = gr.Image(label="noisy sample | predicted x0", format="jpeg", interactive=False,
-                               elem_id="preview", height=300)
-            status = gr.Markdown("Press Generate.", elem_id="generate-status")
-            gallery = gr.Gallery(label="final images (PNG)", format="png", columns=4, height=280, preview=False,
-                                 buttons=["download", "download_all", "fullscreen"], elem_classes="pixelated",
-                                 object_fit="contain", fit_columns=False)
-            with gr.Accordion("Settings of this run (seed and every option) and the Python that repeats it",
-                              open=False):
-                settings = gr.JSON(label="settings")
-                code = gr.Code(language="python", label="repeat with the samplers package")
-    with gr.Accordion("How the picture formed: the predicted x0 along the run, per-step change and norms", open=True):
-        trace_note = gr.Markdown("After a run: the model's guess of the clean image (x0) at every few steps, and "
-                                 "how much the sample and the guess still change.", elem_id="trace-note",
-                                 elem_classes="hint")
-        trace_strip = gr.Image(label="predicted x0 along the run (NFE, sigma)", format="png", interactive=False,
-                               elem_id="trace-strip", elem_classes="pixelated", show_label=False, height=120)
-        with gr.Row():
-            trace_change = gr.LinePlot(x="nfe", y="log10_value", color="series", label="per-step change (relative)",
-                                       x_title="model evaluation (NFE)", y_title="log10 relative change",
-                                       elem_id="trace-change")
-            trace_norm = gr.LinePlot(x="nfe", y="value", color="series", label="RMS of the sample and of x0",
-                                     x_title="model evaluation (NFE)", y_title="RMS", elem_id="trace-norm")
-        with gr.Accordion("trace data: one row per model evaluation", open=False):
-            trace_table = gr.Dataframe(headers=list(TRACE_COLUMNS), interactive=False, elem_id="trace-table")
-    gr.Examples(examples=[["ddim", 25, 0], ["unipc", 10, 1], ["ddpm", 100, 2]] if "unipc" in names
-                else [["ddim", 25, 0], ["ddpm", 100, 2]],
-                inputs=[sampler, steps, seed], cache_examples=False, label="Try")
-    return dict(sampler=sampler, summary=summary, steps=steps, seed=seed, dice=dice, num_images=num_images,
-                options=[comps[o.name] for o in options], hint=hint, run=run, stop=stop, preview=preview,
-                status=status, gallery=gallery, settings=settings, code=code,
-                trace=[trace_note, trace_strip, trace_change, trace_norm, trace_table])
-
-
-def _compare_tab(limits: runner.Limits):
-    names = list(samplers.REGISTRY)
-    wanted = [n for n in DEFAULT_ROWS if n in names] + [n for n in names if n not in DEFAULT_ROWS]
-    gr.Markdown("Each set-up starts from the same noise. Evaluations that fall in the same round go through "
-                "the network as one batch, with per-row timesteps; each result equals its solo run.",
-                elem_classes="hint")
-    count = gr.Slider(1, limits.max_compare, value=min(4, limits.max_compare), step=1, label="set-ups")
-    rows = []
-    for i in range(limits.max_compare):
-        with gr.Row(visible=i < min(4, limits.max_compare)) as box:
-            sampler = gr.Dropdown(choices=sampler_choices(), value=wanted[i % len(wanted)], label=f"{i + 1}: sampler",
-                                  scale=3)
-            steps = gr.Number(value=10, precision=0, minimum=1, maximum=limits.max_steps, label="steps", scale=1)
-            order = option_component(samplers.OPTIONS["solver_order"])
-            eta = option_component(samplers.OPTIONS["eta"])
-            spacing = option_component(samplers.OPTIONS["spacing"])
-        rows.append(dict(box=box, sampler=sampler, steps=steps, order=order, eta=eta, spacing=spacing))
-    with gr.Row():
-        seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=4)
-        dice = gr.Button("random seed", scale=1, min_width=60)
-        num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="num_images per set-up", scale=4)
-        reference = gr.Checkbox(value=False, label="distance to a reference",
-                                info="exact for the Gaussian; else a many-step solve, cached per model and seed")
-    with gr.Row():
-        run = gr.Button("Compare", variant="primary", elem_id="compare-button")
-        stop = gr.Button("Stop", variant="stop", elem_id="compare-stop")
-    preview = gr.Image(label="one row per set-up: noisy sample | predicted x0", format="jpeg", interactive=False,
-                       elem_id="compare-preview")
-    status = gr.Markdown("")
-    gallery = gr.Gallery(label="final images (PNG)", format="png", columns=6, height=300, preview=False,
-                         buttons=["download", "download_all", "fullscreen"], elem_classes="pixelated",
-                         object_fit="contain", fit_columns=False)
-    table = gr.Dataframe(headers=["set-up", "sampler", "NFE", "seconds", "distance"], interactive=False,
-                         label="results")
-    with gr.Accordion("Details (JSON): the set-ups as /compare takes them, and the results", open=False):
-        setups = gr.JSON(label="setups", value=[])
-        info = gr.JSON(label="results")
-    return dict(count=count, rows=rows, seed=seed, dice=dice, num_images=num_images, reference=reference, run=run,
-                stop=stop, preview=preview, status=status, gallery=gallery, table=table, setups=setups, info=info)
 
 
 def launch(demo: gr.Blocks, **kwargs):
@@ -460,4 +378,6 @@ if __name__ == "__main__":
         # ZeroGPU runs each GPU call in a fresh worker: load the model here, once, so it is not
         # reloaded per call (spaces moves module-level CUDA tensors to the GPU it lends).
         runner.load_model(runner.initial_model()[0])
-    launch(build_app())
+    app_limits = runner.Limits.from_env()
+    views.compare.warm_arrival(runner.initial_model()[0], app_limits)   # the first visitor finds it ready
+    launch(build_app(app_limits))

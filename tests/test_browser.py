@@ -1,17 +1,21 @@
 """The page in a real browser: Debian's chromium driven by playwright (no browser download).
 
-Opens the app as shipped (the embedded default model, or its fallback while that is missing),
-clicks Generate, watches the preview image change while the run streams, then opens every
-explanatory view, runs it and checks that its plot rendered. One screenshot per view (pytest's
-tmp dir, copied to bench/results/screenshot-<view>.png as the run's artifacts).
+Opens the app as shipped (the embedded default model, or its fallback while that is missing) at
+1280x800 and on a 390x844 phone: the comparison the page opens on, the geometry (run button and
+preview on the first screen), the labels, Generate streaming and Stop, one run of every tab, the
+plots' data read back from the plotly divs, and no uncaught page error throughout. Screenshots go
+to pytest's tmp dir and are copied to bench/results/screenshot-<view>.png as the run's artifacts.
 """
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +23,7 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]
 RESULTS = Path(__file__).resolve().parent.parent / "bench" / "results"
+DESKTOP, PHONE = {"width": 1280, "height": 800}, {"width": 390, "height": 844}
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 if not os.path.exists(CHROMIUM):
@@ -26,56 +31,87 @@ if not os.path.exists(CHROMIUM):
 
 
 @pytest.fixture(scope="module")
-def page_url():
+def served():
     import app
     import runner
     from tests.app_helpers import launch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # shared 2-core machine: one intra-op thread is faster for these models
-    demo = app.build_app(runner.Limits(preview_fps=10))
+    limits = runner.Limits(preview_fps=10)
+    demo = app.build_app(limits)
     url = launch(demo)
-    yield url
+    yield url, limits
     demo.close()
     torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def page(page_url):
+def browser():
     with playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.goto(page_url, wait_until="domcontentloaded")
-            page.wait_for_selector("#generate-button", timeout=60_000)
-            # the page-load event fills in the model's classes and the sampler's defaults
-            page.wait_for_function("() => !document.body.innerText.includes('Loading...')", timeout=60_000)
-            yield page
+            yield browser
         finally:
             browser.close()
 
 
-def keep_screenshot(page, tmp_path, view: str, selector: str | None = None) -> Path:
-    """Save a screenshot of the page (or of one element) and copy it to bench/results/."""
+def open_page(browser, url, viewport):
+    page = browser.new_page(viewport=viewport)
+    page.errors = []   # uncaught exceptions and console errors, as text
+    page.on("pageerror", lambda exc: page.errors.append(f"pageerror: {exc}"))
+    page.on("console", lambda msg: page.errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+    page.on("response", lambda r: page.errors.append(f"http {r.status}: {r.url}") if r.status >= 400 else None)
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_selector("#compare-button", timeout=60_000)
+    # the page-load event fills in the model's classes and the sampler's defaults
+    page.wait_for_function("() => !document.body.innerText.includes('Loading...')", timeout=60_000)
+    return page
+
+
+@pytest.fixture(scope="module")
+def desktop(browser, served):
+    page = open_page(browser, served[0], DESKTOP)
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def phone(browser, served):
+    page = open_page(browser, served[0], PHONE)
+    yield page
+    page.close()
+
+
+def keep_screenshot(page, tmp_path, view: str, full_page: bool = False) -> Path:
+    """Save a screenshot of the page and copy it to bench/results/."""
     shot = tmp_path / f"screenshot-{view}.png"
-    if selector:
-        page.locator(selector).screenshot(path=str(shot))
-    else:
-        page.screenshot(path=str(shot), full_page=True)
+    page.screenshot(path=str(shot), full_page=full_page)
     assert shot.stat().st_size > 5_000
     RESULTS.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot, RESULTS / shot.name)
     return shot
 
 
-def plot_drawn(page, selector: str, timeout_ms: int = 90_000) -> None:
-    """Wait until a native Gradio plot (Vega) has drawn its marks, or an image output holds a picture."""
-    page.wait_for_function(
-        """sel => { const el = document.querySelector(sel); if (!el) return false;
-                    const img = el.querySelector('img'); if (img && img.naturalWidth > 0) return true;
-                    // Vega draws marks into svg.marks; Gradio's loading spinner is an svg too, without them
-                    return el.querySelectorAll('svg.marks g.role-mark path').length > 0; }""",
-        arg=selector, timeout=timeout_ms)
+def box(page, selector: str) -> dict:
+    """The element's rectangle in page coordinates (scroll included)."""
+    return page.evaluate("""sel => { const r = document.querySelector(sel).getBoundingClientRect();
+                                     return {top: r.top + scrollY, bottom: r.bottom + scrollY, left: r.left,
+                                             right: r.right, height: r.height}; }""", selector)
+
+
+def in_viewport(page, selector: str) -> bool:
+    return page.evaluate("""sel => { const r = document.querySelector(sel).getBoundingClientRect();
+                                     return r.height > 0 && r.top >= 0 && r.bottom <= innerHeight
+                                            && r.left >= 0 && r.right <= innerWidth; }""", selector)
+
+
+def plotly_data(page, selector: str, timeout_ms: int = 90_000) -> list[dict]:
+    """The traces a plotly div draws (name, x, y), once it has drawn at least one."""
+    page.wait_for_function("sel => (document.querySelector(sel + ' .js-plotly-plot')?.data || []).length > 0",
+                           arg=selector, timeout=timeout_ms)
+    return page.evaluate("""sel => document.querySelector(sel + ' .js-plotly-plot').data.map(
+                              t => ({name: t.name, x: Array.from(t.x || []), y: Array.from(t.y || [])}))""", selector)
 
 
 def open_tab(page, title: str) -> None:
@@ -83,62 +119,199 @@ def open_tab(page, title: str) -> None:
     page.wait_for_timeout(300)
 
 
-def test_generate_in_the_browser_streams_changing_previews(page, tmp_path):
+def labels_on_screen(page) -> list[str]:
+    return page.evaluate("""() => Array.from(document.querySelectorAll('[data-testid="block-info"], label span'))
+                              .filter(e => e.offsetParent !== null).map(e => e.innerText.trim())""")
+
+
+RAW_NAME = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)+$")   # snake_case: an identifier, not words
+
+
+def assert_words(page) -> None:
+    import runner
+
+    raw = set(runner.generate_params()) | set(runner.COMPARE_PARAMS) | {"solver_order", "set_alpha_to_one"}
+    labels = labels_on_screen(page)
+    assert labels
+    # a lower-case parameter name as the whole label ("steps"), or a snake_case identifier anywhere in it
+    bad = [t for t in labels if t in raw or any(RAW_NAME.match(w.strip("():,")) for w in t.split())]
+    assert not bad, bad
+
+
+def test_the_page_opens_on_a_comparison_that_shows_samplers_differing(desktop, served, tmp_path):
+    import runner
+    import views.compare
+
+    page = desktop
+    page.wait_for_function("() => document.querySelector('#compare-status')?.innerText.includes('Done in')",
+                           timeout=180_000)
+    page.wait_for_timeout(500)
+    assert page.evaluate("scrollY") == 0
+    assert in_viewport(page, "#compare-button"), box(page, "#compare-button")
+    assert in_viewport(page, "#compare-preview img"), box(page, "#compare-preview")
+    keep_screenshot(page, tmp_path, "arrival")
+    table = page.inner_text("#compare-table")
+    shown = views.compare.cached_arrival(runner.initial_model()[0], served[1])
+    assert shown is not None
+    _, _, gallery, rows, info = shown
+    assert len(rows) >= 3
+    for r in info["results"]:   # every set-up is labelled on the page with its sampler and its NFE
+        assert r["sampler"] in table and r["distance"] is not None
+    assert {r["sampler"]: r["nfe"] for r in info["results"]}["pndm"] == 14   # its Runge-Kutta warm-up
+    # the final pictures of every two set-ups differ visibly: RMS over the images on the 0-255 scale
+    finals = {}
+    for img, caption in gallery:
+        finals.setdefault(caption.split(" · ")[0], []).append(np.asarray(img, np.float64))
+    for (a, x), (b, y) in itertools.combinations(finals.items(), 2):
+        rms = float(np.sqrt(np.mean((np.stack(x) - np.stack(y)) ** 2)))
+        assert rms >= 8, (a, b, rms)
+    assert_words(page)
+
+
+def test_generate_fits_one_screen_streams_and_stops(desktop, tmp_path):
+    page = desktop
     open_tab(page, "Generate")
+    page.evaluate("window.scrollTo(0, 0)")
+    for selector in ("#generate-button", "#preview"):
+        assert in_viewport(page, selector), (selector, box(page, selector))
+    assert "model evaluations (NFE)" in page.inner_text("#generate-nfe")
     page.click("#generate-button")
-    seen = []          # (preview src, status text) each time the preview changed
+    seen, status = [], ""
     deadline = time.time() + 120
-    status = ""
     while time.time() < deadline:
         status = page.inner_text("#generate-status")
         img = page.query_selector("#preview img")
         src = img.get_attribute("src") if img else None
         if src and (not seen or seen[-1][0] != src):
-            seen.append((src, status))
+            seen.append((src, status, in_viewport(page, "#preview")))
         if "done" in status:
             break
         page.wait_for_timeout(25)
     assert "done" in status, status
-    during = [s for s, text in seen if "done" not in text]
-    assert len(during) >= 2, seen          # the preview changed while the run was going
-    steps = [int(text.split()[1].split("/")[0]) for _, text in seen if text.startswith("step")]
+    during = [(s, visible) for s, text, visible in seen if "done" not in text]
+    assert len(during) >= 2, seen          # the preview changed while the run was going ...
+    assert all(visible for _, visible in during)   # ... in view all along
+    steps = [int(text.split()[1].split("/")[0]) for _, text, _ in seen if text.startswith("step")]
     assert steps == sorted(steps) and steps[-1] > steps[0]
-    page.wait_for_selector("#generate-status", timeout=5_000)
-    page.wait_for_timeout(500)  # let the gallery images load
-    keep_screenshot(page, tmp_path, "generate")
-    # the run's trace under it: x0 pictures along the run, and both plots drawn
-    plot_drawn(page, "#trace-strip")
-    plot_drawn(page, "#trace-change")
-    plot_drawn(page, "#trace-norm")
+    for selector in ("#trace-change", "#trace-norm"):   # every trace series is drawn
+        assert len(plotly_data(page, selector)) >= 2
     assert "Committed at NFE" in page.inner_text("#trace-note") or "never settled" in page.inner_text("#trace-note")
+    page.wait_for_timeout(500)
+    keep_screenshot(page, tmp_path, "generate")
     page.locator("#trace-strip").scroll_into_view_if_needed()
     keep_screenshot(page, tmp_path, "trace")
-
-
-@pytest.mark.parametrize("view, button, plot", [("Schedule", "#schedule-button", "#schedule-plot"),
-                                                ("2-D", "#teaching-button", "#teaching-plot"),
-                                                ("Error vs steps", "#errors-button", "#errors-plot"),
-                                                ("Network vs training set", "#training-set-button",
-                                                 "#training-set-picture")])
-def test_each_view_runs_and_draws_its_plot_in_the_browser(page, tmp_path, view, button, plot):
-    open_tab(page, view)
-    page.click(button)
-    plot_drawn(page, plot)
-    if view == "Network vs training set":   # previews stream into the picture first; the comparison ends it
-        page.wait_for_function("() => document.querySelector('#training-set-status')?.innerText.includes('done in')",
-                               timeout=90_000)
-    page.wait_for_timeout(800)   # the plot's own fade-in, then the picture
-    keep_screenshot(page, tmp_path, view.lower().replace(" ", "-").replace("2-d", "teaching"))
-    if view == "Error vs steps":   # the screenshot shows the curves arriving; the rest of the runs are not needed
-        page.click("#errors-stop")
-
-
-def test_choosing_a_2d_model_turns_the_error_views_images_into_points(page):
-    open_tab(page, "Error vs steps")
-    model = page.get_by_label("model", exact=True).first
-    model.click()
-    model.fill("mixture-2d")
+    assert_words(page)
+    # Stop: a long run halts and the page says so
+    page.evaluate("window.scrollTo(0, 0)")
+    page.fill("#generate-steps input[type=number]", "200")
     page.keyboard.press("Enter")
-    page.wait_for_function("() => document.querySelector('#errors-num-images').innerText"
-                           ".includes('num_images (points)')", timeout=30_000)
-    assert page.input_value("#errors-num-images input") == "200"
+    page.click("#generate-button")
+    page.wait_for_function("() => document.querySelector('#generate-status').innerText.startsWith('step')",
+                           timeout=60_000)
+    page.click("#generate-stop")
+    page.wait_for_timeout(1500)
+    assert "done" not in page.inner_text("#generate-status")
+    assert not page.errors, page.errors
+
+
+def test_schedule_redraws_every_curve_on_show_and_on_axis_change(desktop, tmp_path):
+    page = desktop
+    open_tab(page, "Schedule")
+    page.click("#schedule-button")
+    page.wait_for_function("() => (document.querySelector('#schedule-plot .js-plotly-plot')?.data || []).length == 4",
+                           timeout=60_000)
+    before = plotly_data(page, "#schedule-plot")
+    assert len(before) == 4 and all(len(t["y"]) > 0 for t in before)
+    page.get_by_label("lambda", exact=True).check()
+    page.wait_for_function("y => document.querySelector('#schedule-plot .js-plotly-plot').data[0].y[0] !== y",
+                           arg=before[0]["y"][0], timeout=30_000)
+    after = plotly_data(page, "#schedule-plot")
+    # lambda = -ln sigma: the plotted values are the log10 sigma ones times -ln 10
+    assert after[0]["y"] == pytest.approx([-v * np.log(10) for v in before[0]["y"]], rel=1e-6)
+    assert len(after) == 4
+    page.wait_for_timeout(500)
+    keep_screenshot(page, tmp_path, "schedule")
+    assert_words(page)
+
+
+def test_error_vs_steps_draws_every_curve_with_its_fitted_order(desktop, tmp_path):
+    page = desktop
+    open_tab(page, "Error vs steps")
+    page.fill("#errors-nfe textarea, #errors-nfe input", "4, 8, 16")
+    page.click("#errors-button")
+    page.wait_for_function("() => document.querySelector('#errors-status')?.innerText.includes('done in')",
+                           timeout=240_000)
+    traces = plotly_data(page, "#errors-plot")
+    status = page.inner_text("#errors-status")
+    assert len(traces) == 3 and all(len(t["x"]) == 3 for t in traces), traces
+    for t in traces:   # the legend's fitted order is the one the text gives
+        order = t["name"].split("fitted order ")[1]
+        assert f"fitted order {order}" in status
+    page.wait_for_timeout(500)
+    keep_screenshot(page, tmp_path, "error-vs-steps")
+    assert_words(page)
+
+
+@pytest.mark.parametrize("view, button, done", [("2-D", "#teaching-button", "#teaching-plot img"),
+                                                ("Network vs training set", "#training-set-button",
+                                                 "#training-set-picture img")])
+def test_each_other_tab_runs_without_the_shared_model_block(desktop, tmp_path, view, button, done):
+    page = desktop
+    open_tab(page, view)
+    page.wait_for_timeout(300)
+    assert not page.is_visible("#model-block")   # these tabs bring their own model
+    page.click(button)
+    page.wait_for_selector(done, timeout=120_000)
+    if view == "2-D":
+        assert len(plotly_data(page, "#teaching-ends")) >= 3   # every set-up, the reference and the data
+    else:
+        page.wait_for_function("() => document.querySelector('#training-set-status')?.innerText.includes('done in')",
+                               timeout=120_000)
+    page.wait_for_timeout(800)
+    keep_screenshot(page, tmp_path, view.lower().replace(" ", "-").replace("2-d", "teaching"))
+    assert_words(page)
+    open_tab(page, "Compare")
+    assert page.is_visible("#model-block")
+
+
+def test_compare_preset_fills_the_setups_and_runs(desktop, tmp_path):
+    page = desktop
+    open_tab(page, "Compare")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.locator("#compare-preset input").click()
+    page.get_by_role("option", name="PNDM's warm-up costs evaluations").click()
+    page.wait_for_function("() => document.querySelector('#compare-preset-note').innerText.includes('Runge-Kutta')",
+                           timeout=30_000)
+    page.click("#compare-button")
+    page.wait_for_function("() => document.querySelector('#compare-status')?.innerText.includes('Done in')",
+                           timeout=180_000)
+    table = page.inner_text("#compare-table")
+    assert "plms" in table and "ipndm" in table
+    assert not page.errors, page.errors
+
+
+def test_phone_reaches_the_run_buttons_and_every_tab(phone, tmp_path):
+    page = phone
+    width = PHONE["width"]
+    page.wait_for_function("() => document.querySelector('#compare-status')?.innerText.includes('Done in')",
+                           timeout=180_000)
+    assert box(page, "#compare-button")["bottom"] < 2 * PHONE["height"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    keep_screenshot(page, tmp_path, "phone", full_page=False)
+    tabs = page.get_by_role("tab")
+    titles = [tabs.nth(i).inner_text() for i in range(tabs.count())]
+    assert len(titles) == 6
+    for title in titles:   # one tap each: every tab button is on screen (they wrap, no overflow menu)
+        tab = page.get_by_role("tab", name=title, exact=True)
+        r = tab.bounding_box()
+        assert r and r["x"] >= 0 and r["x"] + r["width"] <= width, (title, r)
+        tab.click()
+        page.wait_for_timeout(300)
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, title
+    open_tab(page, "Generate")
+    assert box(page, "#generate-button")["bottom"] < 2 * PHONE["height"]
+    assert not page.errors, page.errors
+
+
+def test_no_uncaught_page_errors_on_the_desktop_page(desktop):
+    assert not desktop.errors, desktop.errors

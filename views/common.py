@@ -82,12 +82,12 @@ def setup_slots(defaults, limits: runner.Limits) -> list:
     for i, (name, steps, spacing) in enumerate(defaults):
         with gr.Row():
             controls.append(gr.Dropdown(choices=[("(none)", "")] + sampler_choices(), value=name,
-                                        label=f"{i + 1}: sampler", scale=3))
-            controls.append(gr.Number(value=steps, precision=0, minimum=1, maximum=limits.max_steps, label="steps",
+                                        label=f"{i + 1}: Sampler", scale=3))
+            controls.append(gr.Number(value=steps, precision=0, minimum=1, maximum=limits.max_steps, label="Steps",
                                       scale=1))
             controls.append(gr.Dropdown(choices=[("sampler default", "")]
                                         + list(runner.option_choices(samplers.OPTIONS["spacing"])),
-                                        value=spacing or "", label="spacing", scale=2))
+                                        value=spacing or "", label="Spacing", scale=2))
     return controls
 
 

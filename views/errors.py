@@ -12,6 +12,7 @@ import gradio as gr
 import runner
 import samplers
 from samplers import analysis
+from views.plots import errors_figure, order_text
 from views.common import cancel_watch, errors_as_gradio, gpu, named, sampler_choices, slot_params, slot_setups
 
 SLOTS = 4
@@ -23,8 +24,6 @@ MAX_TARGETS = 30
 COLUMNS = ("setup", "label", "sampler", "target", "steps", "nfe", "error", "seconds")
 PARAMS = (["model", "class_label", "guidance_scale", "guidance_rescale", "rescale_betas_zero_snr", "seed",
            "num_images", "nfe"] + slot_params(SLOTS, SLOT_FIELDS))
-# one colour per set-up slot (Vega's category10), so a curve keeps its colour while its legend entry changes
-COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
 EXACT_REFERENCE = "the exact probability-flow map (closed form) from each run's own first sample and noise level"
 
 
@@ -133,8 +132,8 @@ def rows(values: dict, limits: runner.Limits) -> Iterator[tuple[list[dict], str]
                                     f"{record.nfe}/{plan.work} evaluations")
         notice = f"\n\n⚠️ {info.notice}" if info.notice else ""
         orders = fitted_orders(found)
-        fits = " · ".join(f"{slot}: {label} · fitted order {orders[slot]:.2f}" for slot, label, _ in plan.setups
-                          if orders.get(slot) is not None)
+        fits = " · ".join(f"{slot}: {label} · fitted order {order_text(orders.get(slot))}"
+                          for slot, label, _ in plan.setups)
         yield list(found), (f"done in {time.perf_counter() - start:.2f} s · error = |x - x_ref| / |x_ref| against "
                             f"{described}\n\n{fits}{notice}")
 
@@ -151,20 +150,19 @@ def fitted_orders(found: list[dict]) -> dict[int, float | None]:
     return orders
 
 
+def legend_names(found: list[dict]) -> dict[int, str]:
+    """slot -> legend entry: the set-up and its fitted order, written as the status line writes it."""
+    orders = fitted_orders(found)
+    return {r["setup"]: f"{r['setup']}: {r['label']} · fitted order {order_text(orders.get(r['setup']))}"
+            for r in found}
+
+
 def frames(found: list[dict]):
-    """(plot, colour of each curve, table): log10 error against log10 NFE (native plots have no log axes)."""
+    """(plotly figure of error against NFE on log-log axes, table)."""
     import pandas as pd   # comes with gradio
 
-    # legend entries: the plot cuts them at about 30 characters, so the slot, the method and the fitted order
-    names = {r["setup"]: f"{r['setup']}: {r['sampler']}" for r in found}
-    for setup, order in fitted_orders(found).items():
-        names[setup] += "" if order is None else f" (order {order:.1f})"
-    # an exact answer (0) or a lost one (None) has no logarithm: left out of the plot only
-    points = [dict(curve=names[r["setup"]], log10_nfe=math.log10(r["nfe"]), log10_error=math.log10(r["error"]),
-                   nfe=r["nfe"], error=r["error"]) for r in found if r["error"]]
-    colours = {name: COLOURS[(setup - 1) % len(COLOURS)] for setup, name in names.items()}
     table = pd.DataFrame([[r[c] for c in COLUMNS] for r in found], columns=list(COLUMNS))
-    return (pd.DataFrame(points) if points else None), colours or None, table
+    return errors_figure(found, legend_names(found)), table
 
 
 def gpu_seconds(values: dict, limits: runner.Limits) -> int:
@@ -184,43 +182,42 @@ def tab(ctx):
                 "not start at T-1 levels off at the error of its start. Clipping and thresholding of x0 are off here "
                 "(a model config may turn them on): they change the equation being solved.", elem_classes="hint")
     with gr.Row():
-        seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=1)
+        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", scale=1)
         num_images = gr.Number(value=1, precision=0, minimum=1, maximum=max(limits.max_images, limits.max_points),
-                               label="num_images", info="images (points for 2-D models)", scale=1,
+                               label="Images", info="how many images (points for a 2-D model) share each error", scale=1,
                                elem_id="errors-num-images")
         # a 2-D model's error is over a cloud of points; an image model's over a few images
         ctx["model_updates"].append((num_images, lambda info: gr.update(
-            label=f"num_images ({'points' if info.kind == 'points' else 'images'})",
+            label="Points" if info.kind == "points" else "Images",
             maximum=limits.max_points if info.kind == "points" else limits.max_images,
             value=min(200, limits.max_points) if info.kind == "points" else 1)))
-        nfe = gr.Textbox(value=DEFAULT_NFE, label="nfe", info=f"NFE targets, up to {MAX_TARGETS}", scale=3)
+        nfe = gr.Textbox(value=DEFAULT_NFE, label="Evaluations to try (NFE)",
+                         info=f"up to {MAX_TARGETS} targets; each picks the step count closest to it", scale=3,
+                         elem_id="errors-nfe")
     order_choices = [("sampler default", "")] + list(runner.option_choices(samplers.OPTIONS["solver_order"]))
     spacing_choices = [("sampler default", "")] + list(runner.option_choices(samplers.OPTIONS["spacing"]))
     slots = []
     for i, (name, order, spacing) in enumerate(DEFAULTS[:SLOTS]):
         with gr.Row():
             slots.append(gr.Dropdown(choices=[("(none)", "")] + sampler_choices(), value=name,
-                                     label=f"{i + 1}: sampler", scale=3))
-            slots.append(gr.Dropdown(choices=order_choices, value=order or "", label="order", scale=1))
-            slots.append(gr.Dropdown(choices=spacing_choices, value=spacing or "", label="spacing", scale=2))
+                                     label=f"{i + 1}: Sampler", scale=3))
+            slots.append(gr.Dropdown(choices=order_choices, value=order or "", label="Order", scale=1))
+            slots.append(gr.Dropdown(choices=spacing_choices, value=spacing or "", label="Spacing", scale=2))
     with gr.Row():
         run = gr.Button("Run", variant="primary", elem_id="errors-button")
         stop = gr.Button("Stop", variant="stop", elem_id="errors-stop")
     status = gr.Markdown("", elem_id="errors-status")
-    plot = gr.LinePlot(x="log10_nfe", y="log10_error", color="curve", x_title="log10 NFE", y_title="log10 error",
-                       tooltip=["curve", "nfe", "error"], label="relative error against model evaluations",
-                       elem_id="errors-plot")
-    table = gr.Dataframe(headers=list(COLUMNS), interactive=False, label="one row per run", elem_id="errors-table")
+    plot = gr.Plot(label="relative error against model evaluations (log-log; hover for values)",
+                   elem_id="errors-plot")
+    table = gr.Dataframe(headers=list(COLUMNS), interactive=False, label="One row per run", elem_id="errors-table")
 
     def errors(*values):
         # the runs go on in a worker while each update is drawn and sent (runner.in_background)
         try:
             for found, note in runner.in_background(lambda: rows(dict(zip(PARAMS, values)), limits),
                                                     cancelled=cancel_watch()):
-                shown, colours, frame = frames(found)
-                # the browser takes the colour scale's categories from the plot's first value; a new colour
-                # map (a legend entry whose fitted order changed) makes it redraw with the new ones
-                yield gr.update(value=shown, color_map=colours), note, frame
+                figure, frame = frames(found)
+                yield figure, note, frame
         except (ValueError, FileNotFoundError) as exc:
             raise errors_as_gradio(exc) from None
 
@@ -232,6 +229,6 @@ def tab(ctx):
                       show_progress_on=status,
                       api_description="Error against model evaluations for up to 4 set-ups (sampler_i, order_i, "
                                       "spacing_i) at the NFE targets `nfe`, streamed one run at a time; returns "
-                                      "(plot as {value, color_map}, status, table) with one table row per run: "
+                                      "(plotly figure, status, table) with one table row per run: "
                                       + ", ".join(COLUMNS))
     stop.click(None, None, None, cancels=[event], api_visibility="private")

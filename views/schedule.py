@@ -1,12 +1,11 @@
 """Schedule: where each set-up evaluates the model on the noise axis (samplers.analysis.schedule_table)."""
 from __future__ import annotations
 
-import math
-
 import gradio as gr
 
 import runner
 import samplers.analysis
+from views.plots import schedule_figure
 from views.common import errors_as_gradio, named, setup_slots, slot_params, slot_samplers
 
 SLOTS = 4
@@ -25,17 +24,17 @@ def rows(values: dict, limits: runner.Limits) -> list[dict]:
 def tab(ctx):
     limits = ctx["limits"]
     gr.Markdown("Where each set-up evaluates the model: the noise level (log10 sigma) of every model evaluation, "
-                "in order. Heun and Runge-Kutta style samplers evaluate between grid points too.",
+                "in order. Heun and Runge-Kutta style samplers evaluate between grid points too; 'leading' "
+                "spacing starts below pure noise; Karras and log-SNR grids crowd the steps near the end.",
                 elem_classes="hint")
     slots = setup_slots(DEFAULTS[:SLOTS], limits)
     with gr.Row():
-        y_axis = gr.Radio(list(Y_AXES), value=Y_AXES[0], label="y_axis", scale=3,
-                          info="lambda = -log sigma (half the log-SNR): evenly spaced for a uniform-logSNR grid")
+        y_axis = gr.Radio(list(Y_AXES), value=Y_AXES[0], label="Vertical axis", scale=3,
+                          info="lambda = -ln sigma (half the log-SNR): evenly spaced for a uniform-logSNR grid")
         show = gr.Button("Show", variant="primary", elem_id="schedule-button", scale=1)
-    plot = gr.ScatterPlot(x="index", y="value", color="label", label="noise level of each model evaluation "
-                       "(one marker each)", x_title="evaluation", y_title="log10 sigma",
-                       elem_id="schedule-plot")
-    table = gr.Dataframe(headers=list(COLUMNS), interactive=False, label="evaluation points")
+    plot = gr.Plot(label="noise level of each model evaluation (one marker each; hover for t and sigma)",
+                   elem_id="schedule-plot")
+    table = gr.Dataframe(headers=list(COLUMNS), interactive=False, label="Evaluation points")
 
     def schedule(*values):
         import pandas as pd   # comes with gradio
@@ -49,13 +48,16 @@ def tab(ctx):
         except (ValueError, FileNotFoundError) as exc:
             raise errors_as_gradio(exc) from None
         frame = pd.DataFrame([[r[c] for c in COLUMNS] for r in found], columns=list(COLUMNS))
-        # sigma 0 (the end) and inf (zero terminal SNR) have no finite logarithm: left out of the plot only
-        shown = frame[frame["sigma"].map(lambda s: s is not None and 0 < s < float("inf"))].copy()
-        shown["value"] = [math.log10(s) if axis == Y_AXES[0] else -math.log(s) for s in shown["sigma"]]
-        return gr.ScatterPlot(value=shown, y_title=axis), frame
+        # a new figure each time: every Show and every axis change redraws every set-up from scratch
+        return schedule_figure(found, axis), frame
 
     show.click(named(schedule, PARAMS), [ctx["model"], ctx["rescale_betas_zero_snr"], *slots, y_axis],
                [plot, table], api_name="schedule", concurrency_id=ctx["concurrency_id"],
                concurrency_limit=ctx["concurrency_limit"], preprocess=False,
                api_description="Where up to 4 set-ups (sampler_i, steps_i, spacing_i) evaluate the model: "
-                               "one row per evaluation with index, t, sigma, lambda, step, on_grid.")
+                               "a plotly figure (one trace per set-up) and one row per evaluation with index, t, "
+                               "sigma, lambda, step, on_grid.")
+    # the axis redraws the same set-ups (no API endpoint of its own: /schedule takes y_axis)
+    y_axis.change(schedule, [ctx["model"], ctx["rescale_betas_zero_snr"], *slots, y_axis], [plot, table],
+                  api_visibility="private", concurrency_id=ctx["concurrency_id"],
+                  concurrency_limit=ctx["concurrency_limit"], preprocess=False, show_progress="hidden")

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 import runner
 from samplers import analysis
+from views.plots import points_figure
 from views.common import errors_as_gradio, named, setup_slots, slot_params, slot_samplers
 
 SLOTS = 3
@@ -200,25 +201,25 @@ def tab(ctx):
                 "table gives how far each set-up's end points are from the reference and from the data.",
                 elem_classes="hint")
     with gr.Row():
-        model = gr.Dropdown(choices=list(TWO_D_MODELS), value=TWO_D_MODELS[0], label="model (2-D)", scale=2)
+        model = gr.Dropdown(choices=list(TWO_D_MODELS), value=TWO_D_MODELS[0], label="Model (2-D)", scale=2,
+                            info="the 2-D tab has its own models: points in the plane")
         points = gr.Number(value=DEFAULT_POINTS, precision=0, minimum=1,
-                           maximum=min(MAX_TRAJECTORIES, limits.max_points), label="points", scale=1)
-        seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=1)
+                           maximum=min(MAX_TRAJECTORIES, limits.max_points), label="Points", scale=1)
+        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", scale=1)
     slots = setup_slots(DEFAULTS[:SLOTS], limits)
     run = gr.Button("Run", variant="primary", elem_id="teaching-button")
     with gr.Row():
         picture = gr.Image(type="numpy", format="png", interactive=False, label="trajectories",
                            elem_id="teaching-plot", scale=3)
-        end_plot = gr.ScatterPlot(x="x", y="y", color="label", label="end points (hover for values)",
-                                  scale=2)
-    slider = gr.Slider(0, 1, value=1, step=1, label="step (noise level, noisiest first)", elem_id="teaching-slider")
+        end_plot = gr.Plot(label="end points (hover for values)", elem_id="teaching-ends", scale=2)
+    slider = gr.Slider(0, 1, value=1, step=1, label="Step (noise level, noisiest first)", elem_id="teaching-slider")
     distances = gr.Dataframe(headers=list(DISTANCE_COLUMNS), interactive=False, elem_id="teaching-distances",
-                             label="end points: Euclidean distance to the reference (same start), energy distance "
+                             label="End points: Euclidean distance to the reference (same start), energy distance "
                                    f"to {FRESH} fresh data samples (the reference's own for scale)")
     with gr.Accordion("data", open=False):
-        trajectory_table = gr.Dataframe(headers=list(TRAJECTORY_COLUMNS), interactive=False, label="trajectories")
+        trajectory_table = gr.Dataframe(headers=list(TRAJECTORY_COLUMNS), interactive=False, label="Trajectories")
         density_table = gr.Dataframe(headers=list(DENSITY_COLUMNS), interactive=False,
-                                     label="background log density (every 3rd grid point)")
+                                     label="Background log density (every 3rd grid point)")
     state = gr.State()
 
     def teaching(*values):
@@ -235,7 +236,10 @@ def tab(ctx):
         colours = {r["label"]: _hex(COLOURS[i % len(COLOURS)]) for i, r in enumerate(data["setups"])}
         colours.update(reference=_hex(REFERENCE), data="#9ecae1")
         last = len(data["timeline"]) - 1
-        return (render(data), gr.ScatterPlot(value=table(data["ends"], ("label", "x", "y")), color_map=colours),
+        groups: dict = {}
+        for r in data["ends"]:
+            groups.setdefault(r["label"], []).append((r["x"], r["y"]))
+        return (render(data), points_figure(groups, colours, EXTENT),
                 table(data["distances"], DISTANCE_COLUMNS), table(data["trajectories"], TRAJECTORY_COLUMNS),
                 table(data["density_rows"], DENSITY_COLUMNS), gr.Slider(maximum=max(last, 1), value=last),
                 {k: data[k] for k in ("setups", "density", "timeline")})   # all render() needs, kept per session

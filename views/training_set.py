@@ -122,15 +122,24 @@ def tab(ctx):
     limits = ctx["limits"]
     gr.Markdown("The default network against its training set. Its twin, the ideal denoiser, is the exact answer "
                 "over the same emoji images: it can only return (blends of) training images. Both run the same "
-                "sampler from the same noise, with the class chosen above (the twin keeps to it exactly; guidance "
+                "sampler from the same noise, with the class chosen here (the twin keeps to it exactly; guidance "
                 "applies to the network); the third picture is the training image nearest the network's. A network "
                 "that only memorised would match its nearest training image; one that generalises lands between "
                 "them. Distances: root-mean-square pixel difference (0-255).", elem_classes="hint")
+    # its own class and guidance: this tab runs only the default network, whatever the shared model is
+    categories = runner.emoji_categories() or []
     with gr.Row():
-        sampler = gr.Dropdown(choices=sampler_choices(), value="ddim", label="sampler", scale=3)
-        steps = gr.Number(value=20, precision=0, minimum=1, maximum=limits.max_steps, label="steps", scale=1)
-        seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=1)
-        num_images = gr.Number(value=4, precision=0, minimum=1, maximum=limits.max_images, label="num_images",
+        network = gr.Dropdown(choices=list(TWINS), value=next(iter(TWINS)), label="Network", scale=1,
+                              info="the networks whose training images ship with the app")
+        class_label = gr.Dropdown(choices=["none", *categories], value=categories[0] if categories else "none",
+                                  label="Class", info="which emoji category both runs draw", scale=2)
+        guidance_scale = gr.Number(value=1.0, minimum=0, maximum=20, step=0.25, label="Guidance scale",
+                                   info="for the network (1 = off); the twin keeps to the class exactly", scale=1)
+    with gr.Row():
+        sampler = gr.Dropdown(choices=sampler_choices(), value="ddim", label="Sampler", scale=3)
+        steps = gr.Number(value=20, precision=0, minimum=1, maximum=limits.max_steps, label="Steps", scale=1)
+        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", scale=1)
+        num_images = gr.Number(value=4, precision=0, minimum=1, maximum=limits.max_images, label="Images",
                                scale=1)
     with gr.Row():
         run = gr.Button("Run", variant="primary", elem_id="training-set-button")
@@ -138,7 +147,7 @@ def tab(ctx):
     status = gr.Markdown("", elem_id="training-set-status")
     picture = gr.Image(type="numpy", format="png", interactive=False, label="network | ideal twin | nearest "
                        "training image", elem_id="training-set-picture", elem_classes="pixelated")
-    table = gr.Dataframe(headers=list(COLUMNS), interactive=False, label="one row per image",
+    table = gr.Dataframe(headers=list(COLUMNS), interactive=False, label="One row per image",
                          elem_id="training-set-table")
 
     def training_set(*values):
@@ -156,7 +165,7 @@ def tab(ctx):
             raise errors_as_gradio(exc) from None
 
     handler = named(gpu(lambda *v: gpu_seconds(dict(zip(PARAMS, v)), limits))(training_set), PARAMS)
-    event = run.click(handler, [ctx["model"], ctx["class_label"], ctx["guidance_scale"], sampler, steps, seed,
+    event = run.click(handler, [network, class_label, guidance_scale, sampler, steps, seed,
                                 num_images], [status, picture, table],
                       api_name="training_set", concurrency_id=ctx["concurrency_id"],
                       concurrency_limit=ctx["concurrency_limit"], preprocess=False, show_progress="minimal",

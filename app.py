@@ -110,7 +110,7 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
         # -- model: conditioning controls, option defaults of both tabs
         row_outputs = [c for row in cmp["rows"] for c in (row["order"], row["eta"], row["spacing"])]
 
-        def model_changed(model_name, current_class, sampler_name, *row_samplers):
+        def model_changed(model_name, current_class, sampler_name, *row_samplers, keep_class=True):
             try:
                 name = runner.check_model(model_name)
                 _, info = runner.load_model(name, limits)
@@ -122,7 +122,7 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             # an unconditional model still gets a value: a hidden control keeps sending what it holds
             label_choices = ["none"] + list(info.classes or [])
             class_value = info.default_class
-            if current_class in label_choices:
+            if keep_class and current_class in label_choices:
                 class_value = current_class    # switching model keeps the class where the new one has it
             elif info.classes is not None and current_class not in (None, "", "none"):
                 text += f". Class set to {class_value}: this model has no class {current_class!r}"
@@ -152,7 +152,7 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
         model_inputs = [model, class_label, gen["sampler"]] + [row["sampler"] for row in cmp["rows"]]
         model.input(model_changed, model_inputs, model_outputs, api_visibility="private", show_progress="hidden")
         # the page load: the model's classes and defaults, then the comparison the page opens on
-        loaded = demo.load(model_changed, model_inputs, model_outputs, api_visibility="private",
+        loaded = demo.load(lambda *v: model_changed(*v, keep_class=False), model_inputs, model_outputs, api_visibility="private",
                            show_progress="hidden")
 
         def opening(model_name):
@@ -184,7 +184,7 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
 
         gen["sampler"].input(sampler_changed, [model, gen["sampler"]],
                              [gen["summary"], *gen["options"], gen["hint"]], api_visibility="private",
-                             show_progress="hidden")
+                             show_progress="hidden", queue=False)
         spacing_control.change(lambda name, spacing: spacing_updates(name, spacing, options),
                                [gen["sampler"], spacing_control], gen["options"], api_visibility="private",
                                show_progress="hidden", queue=False)
@@ -198,7 +198,7 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             return views.generate.nfe_text(_info_or_none(request.model, limits), request, limits)
 
         gr.on([gen["sampler"].change, gen["steps"].change, *[c.change for c in gen["options"]]], nfe_changed,
-              gen_inputs, gen["nfe"], api_visibility="private", show_progress="hidden", trigger_mode="always_last")
+              gen_inputs, gen["nfe"], api_visibility="private", show_progress="hidden", queue=False)
 
         def generate(*values):
             # Every update carries a value for every output: a file path for the preview (the same
@@ -253,11 +253,11 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
         for row in cmp["rows"]:
             row["sampler"].input(lambda m, s: _row_updates(_info_or_none(m, limits), s), [model, row["sampler"]],
                                  [row["order"], row["eta"], row["spacing"]], api_visibility="private",
-                                 show_progress="hidden")
+                                 show_progress="hidden", queue=False)
             fields = [row[f] for f in ROW_FIELDS]
             gr.on([row["sampler"].change, row["steps"].change, row["order"].change, row["spacing"].change,
                    model.change], row_nfe, [model, *fields], row["nfe"], api_visibility="private",
-                  show_progress="hidden", trigger_mode="always_last")
+                  show_progress="hidden", queue=False)   # light UI events stay out of the bounded queue
 
         def show_rows(count):
             return [gr.update(visible=i < int(count or 0)) for i in range(limits.max_compare)]

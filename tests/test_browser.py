@@ -114,6 +114,13 @@ def plotly_data(page, selector: str, timeout_ms: int = 90_000) -> list[dict]:
                               t => ({name: t.name, x: Array.from(t.x || []), y: Array.from(t.y || [])}))""", selector)
 
 
+def set_steps(page, steps: int) -> None:
+    page.fill("#generate-steps input[type=number]", str(steps))
+    page.keyboard.press("Enter")
+    page.wait_for_function("n => document.querySelector('#generate-nfe').innerText.startsWith(n + ' steps')",
+                           arg=steps, timeout=30_000)
+
+
 def open_tab(page, title: str) -> None:
     page.get_by_role("tab", name=title, exact=True).click()
     page.wait_for_timeout(300)
@@ -175,6 +182,7 @@ def test_generate_fits_one_screen_streams_and_stops(desktop, tmp_path):
     for selector in ("#generate-button", "#preview"):
         assert in_viewport(page, selector), (selector, box(page, selector))
     assert "model evaluations (NFE)" in page.inner_text("#generate-nfe")
+    set_steps(page, 60)   # long enough (~2 s) to watch several previews arrive
     page.click("#generate-button")
     seen, status = [], ""
     deadline = time.time() + 120
@@ -203,14 +211,16 @@ def test_generate_fits_one_screen_streams_and_stops(desktop, tmp_path):
     assert_words(page)
     # Stop: a long run halts and the page says so
     page.evaluate("window.scrollTo(0, 0)")
-    page.fill("#generate-steps input[type=number]", "200")
-    page.keyboard.press("Enter")
+    set_steps(page, 200)
     page.click("#generate-button")
-    page.wait_for_function("() => document.querySelector('#generate-status').innerText.startsWith('step')",
-                           timeout=60_000)
-    page.click("#generate-stop")
+    page.wait_for_function("() => { const t = document.querySelector('#generate-status').innerText;"
+                           "        return t.startsWith('step') && !t.includes('done'); }", timeout=60_000)
+    assert in_viewport(page, "#generate-stop")
+    # a mouse click where the button is (playwright's wait for a "stable" element can outlast the run)
+    page.click("#generate-stop", force=True)
+    stopped_at = page.inner_text("#generate-status")
     page.wait_for_timeout(1500)
-    assert "done" not in page.inner_text("#generate-status")
+    assert "done" not in page.inner_text("#generate-status"), (stopped_at, page.inner_text("#generate-status"))
     assert not page.errors, page.errors
 
 
@@ -283,9 +293,11 @@ def test_compare_preset_fills_the_setups_and_runs(desktop, tmp_path):
     page.wait_for_function("() => document.querySelector('#compare-preset-note').innerText.includes('Runge-Kutta')",
                            timeout=30_000)
     page.click("#compare-button")
-    page.wait_for_function("() => document.querySelector('#compare-status')?.innerText.includes('Done in')",
+    page.wait_for_function("() => document.querySelector('#compare-table')?.innerText.includes('ipndm')",
                            timeout=180_000)
     table = page.inner_text("#compare-table")
+    page.wait_for_timeout(500)
+    keep_screenshot(page, tmp_path, "compare-preset")
     assert "plms" in table and "ipndm" in table
     assert not page.errors, page.errors
 

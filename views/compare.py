@@ -169,7 +169,7 @@ def tab(limits: runner.Limits) -> dict:
             reference = gr.Checkbox(value=True, label="Distance to the reference",
                                     info="exact for the Gaussian; else a many-step solve, cached per model and seed")
         with gr.Column(scale=3, elem_id="compare-watch", elem_classes="watch"):
-            preview = gr.Image(label="one labelled row per set-up", format="png", interactive=False,
+            preview = gr.Image(label="one labelled row per set-up", show_label=False, format="png", interactive=False,
                                elem_id="compare-preview", elem_classes="pixelated")
             status = gr.Markdown("", elem_id="compare-status")
             table = gr.Dataframe(headers=TABLE_COLUMNS, interactive=False, label="Results", elem_id="compare-table")

@@ -237,8 +237,13 @@ def test_generate_returns_the_runs_trace_one_row_per_evaluation(client):
     # one strip of about TRACE_THUMBNAILS x0 pictures (64 px, 4 px apart, text under each)
     pictures = (read_png(strip).shape[1] + 4) // 68
     assert 10 <= pictures <= runner.TRACE_THUMBNAILS + 1 and read_png(strip).shape[0] == 64 + 28
-    assert len({row[1] for row in change_plot["data"]}) == 3            # x, x0 and x0-to-final
-    assert {row[1] for row in norm_plot["data"]} == {"sample x", "predicted x0"}
+    # the plotly figures: one trace per series, every point of the run (a change of 0 has no logarithm)
+    from views.plots import curves
+
+    change, norm = curves(change_plot), curves(norm_plot)
+    assert len(change) == 3 and all(len(c["x"]) >= 18 for c in change.values())   # x, x0 and x0-to-final
+    assert set(norm) == {"sample x", "predicted x0"}
+    assert norm["sample x"]["y"] == pytest.approx([r["x_rms"] for r in rows], rel=1e-9)
 
 
 def test_generate_on_a_2d_model_returns_the_points(client):

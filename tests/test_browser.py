@@ -239,6 +239,7 @@ def test_schedule_redraws_every_curve_on_show_and_on_axis_change(desktop, tmp_pa
     # lambda = -ln sigma: the plotted values are the log10 sigma ones times -ln 10
     assert after[0]["y"] == pytest.approx([-v * np.log(10) for v in before[0]["y"]], rel=1e-6)
     assert len(after) == 4
+    page.locator("#schedule-plot").scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     keep_screenshot(page, tmp_path, "schedule")
     assert_words(page)
@@ -257,6 +258,7 @@ def test_error_vs_steps_draws_every_curve_with_its_fitted_order(desktop, tmp_pat
     for t in traces:   # the legend's fitted order is the one the text gives
         order = t["name"].split("fitted order ")[1]
         assert f"fitted order {order}" in status
+    page.locator("#errors-plot").scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     keep_screenshot(page, tmp_path, "error-vs-steps")
     assert_words(page)
@@ -277,6 +279,7 @@ def test_each_other_tab_runs_without_the_shared_model_block(desktop, tmp_path, v
     else:
         page.wait_for_function("() => document.querySelector('#training-set-status')?.innerText.includes('done in')",
                                timeout=120_000)
+    page.locator(done).scroll_into_view_if_needed()
     page.wait_for_timeout(800)
     keep_screenshot(page, tmp_path, view.lower().replace(" ", "-").replace("2-d", "teaching"))
     assert_words(page)

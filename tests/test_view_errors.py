@@ -52,9 +52,15 @@ def test_gaussian_errors_are_the_exact_ones_and_show_each_methods_order(client):
     print(f"\nfitted orders on the Gaussian (logsnr grid): ddim {orders[1]:.2f}, unipc order 3 {orders[2]:.2f}")
     assert 0.8 < orders[1] < 1.2 and orders[2] > 2.5
     assert all(u["error"] < d["error"] for d, u in zip(curves[1], curves[2]) if d["nfe"] >= 5)
-    # the legend carries the fitted order (the plot comes as an update: its data and a colour per curve)
-    legend = {row[plot["value"]["columns"].index("curve")] for row in plot["value"]["data"]}
-    assert legend == set(plot["color_map"]) == {f"1: ddim (order {orders[1]:.1f})", f"2: unipc (order {orders[2]:.1f})"}
+    # the plotly figure: one curve per set-up with every point, its legend naming the fitted order as the text does
+    from views.plots import curves as plot_curves
+
+    drawn = plot_curves(plot)
+    assert set(drawn) == {f"1: ddim (logsnr) · fitted order {orders[1]:.2f}",
+                          f"2: unipc (order=3, logsnr) · fitted order {orders[2]:.2f}"}
+    for name, curve in drawn.items():
+        assert curve["x"] == NFE and f"{name.split(' · ')[0]} · fitted order" in status
+        assert name.split(": ", 1)[1] in status
     assert f"1: ddim (logsnr) · fitted order {orders[1]:.2f}" in status
 
     # the same numbers as samplers.analysis with the exact flow, from the app's samplers and noise

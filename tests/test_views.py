@@ -58,9 +58,13 @@ def test_schedule_plots_lambda_on_request_and_refuses_an_unknown_axis(client):
     plot, table = client.predict(model="tiny-unet", sampler_1="ddim", steps_1=4, spacing_1="trailing", sampler_2="",
                                  sampler_3="", sampler_4="", y_axis="lambda", api_name="/schedule")
     lambdas = [row[table["headers"].index("lambda")] for row in table["data"]]
-    plot = plot["value"]     # an update: the plot's value and its y-axis title
-    plotted = [row[plot["columns"].index("value")] for row in plot["data"]]
+    from views.plots import curves
+
+    drawn = curves(plot)     # the plotly figure: one trace per set-up
+    assert len(drawn) == 1
+    plotted = next(iter(drawn.values()))["y"]
     assert plotted == pytest.approx(lambdas[:len(plotted)], rel=1e-9)   # lambda = -log sigma
+    assert len(plotted) == 4   # every evaluation of the 4 steps (all at a finite, non-zero sigma)
     with pytest.raises(AppError, match=r"y_axis='lambdas' is not allowed; allowed: log10 sigma, lambda"):
         client.predict(model="tiny-unet", sampler_1="ddim", steps_1=4, y_axis="lambdas", api_name="/schedule")
 

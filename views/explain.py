@@ -130,7 +130,7 @@ def sampler_text(name: str) -> str:
     m = samplers.REGISTRY.get(name)
     if m is None:
         return ""
-    kind = "stochastic" if m.stochastic else "deterministic"
+    kind = "stochastic (for some settings)" if m.stochastic else "deterministic"
     order = f"order {m.order}" if m.order else "no ODE order (it adds noise)"
     return f"**{m.title}** · {m.paper} · {order}, {kind}. {SAMPLERS.get(name, '')}"
 

@@ -35,8 +35,9 @@ CSS = """
 /* the preview column stays in view while the controls beside it scroll */
 @media (min-width: 900px) { .watch { position: sticky; top: 8px; align-self: flex-start; } }
 /* gallery captions under the picture, not over it */
-.pixelated .thumbnail-item { height: auto !important; }
-.pixelated .thumbnail-item .caption-label { position: static !important; }
+.pixelated .thumbnail-item { aspect-ratio: auto !important; height: auto !important; overflow: visible !important;
+                             display: flex; flex-direction: column; }
+.pixelated .thumbnail-item .caption-label { position: static !important; max-width: 100% !important; }
 """
 THEME = gr.themes.Soft()
 ROW_FIELDS = views.compare.ROW_FIELDS

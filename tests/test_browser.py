@@ -154,6 +154,7 @@ def test_the_page_opens_on_a_comparison_that_shows_samplers_differing(desktop, s
                            timeout=180_000)
     page.wait_for_timeout(500)
     assert page.evaluate("scrollY") == 0
+    print(f"\n1280x800 arrival: Compare button {box(page, '#compare-button')}, preview {box(page, '#compare-preview')}")
     assert in_viewport(page, "#compare-button"), box(page, "#compare-button")
     assert in_viewport(page, "#compare-preview img"), box(page, "#compare-preview")
     keep_screenshot(page, tmp_path, "arrival")
@@ -179,6 +180,7 @@ def test_generate_fits_one_screen_streams_and_stops(desktop, tmp_path):
     page = desktop
     open_tab(page, "Generate")
     page.evaluate("window.scrollTo(0, 0)")
+    print(f"\n1280x800 Generate: button {box(page, '#generate-button')}, preview {box(page, '#preview')}")
     for selector in ("#generate-button", "#preview"):
         assert in_viewport(page, selector), (selector, box(page, selector))
     assert "model evaluations (NFE)" in page.inner_text("#generate-nfe")
@@ -206,6 +208,9 @@ def test_generate_fits_one_screen_streams_and_stops(desktop, tmp_path):
     assert "Committed at NFE" in page.inner_text("#trace-note") or "never settled" in page.inner_text("#trace-note")
     page.wait_for_timeout(500)
     keep_screenshot(page, tmp_path, "generate")
+    page.locator("#generate-gallery").scroll_into_view_if_needed()
+    page.locator("#generate-gallery").screenshot(path=str(tmp_path / "screenshot-generate-gallery.png"))
+    shutil.copyfile(tmp_path / "screenshot-generate-gallery.png", RESULTS / "screenshot-generate-gallery.png")
     page.locator("#trace-strip").scroll_into_view_if_needed()
     keep_screenshot(page, tmp_path, "trace")
     assert_words(page)
@@ -310,6 +315,8 @@ def test_phone_reaches_the_run_buttons_and_every_tab(phone, tmp_path):
     width = PHONE["width"]
     page.wait_for_function("() => document.querySelector('#compare-status')?.innerText.includes('Done in')",
                            timeout=180_000)
+    print(f"\n390x844: Compare button {box(page, '#compare-button')}, scrollWidth "
+          f"{page.evaluate('document.documentElement.scrollWidth')}")
     assert box(page, "#compare-button")["bottom"] < 2 * PHONE["height"]
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     keep_screenshot(page, tmp_path, "phone", full_page=False)
@@ -324,6 +331,7 @@ def test_phone_reaches_the_run_buttons_and_every_tab(phone, tmp_path):
         page.wait_for_timeout(300)
         assert page.evaluate("document.documentElement.scrollWidth") <= width, title
     open_tab(page, "Generate")
+    print(f"390x844: Generate button {box(page, '#generate-button')}")
     assert box(page, "#generate-button")["bottom"] < 2 * PHONE["height"]
     assert not page.errors, page.errors
 

@@ -687,8 +687,8 @@ def test_limits_from_the_environment_are_shown_on_the_page_and_enforced(server):
     assert demo.limits == runner.Limits.from_env(ENV)
     components = demo.config["components"]
     sliders = {c["props"].get("label"): c["props"] for c in components if c["type"] == "slider"}
-    assert sliders["steps"]["maximum"] == 60 and sliders["num_images"]["maximum"] == 3
-    assert sliders["set-ups"]["maximum"] == 3
+    assert sliders["Steps"]["maximum"] == 60 and sliders["Images"]["maximum"] == 3   # Generate's (labels in words)
+    assert sliders["Set-ups"]["maximum"] == 3 and sliders["Images per set-up"]["maximum"] == 3
     text = " ".join(str(c["props"].get("value")) for c in components if c["type"] == "markdown")
     for shown in ("steps ≤ 60", "NFE ≤ 100", "images ≤ 3", "set-ups ≤ 3", "resolution ≤ 32 px", "queue ≤ 8"):
         assert shown in text, shown

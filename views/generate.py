@@ -89,13 +89,14 @@ def tab(limits: runner.Limits, options: list[samplers.Option]) -> dict:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
             sampler = gr.Dropdown(choices=sampler_choices(), value=first, label="Sampler")
-            summary = gr.Markdown(explain.sampler_text(first), elem_classes="hint", elem_id="generate-summary")
             steps = gr.Slider(1, limits.max_steps, value=10, step=1, label="Steps", elem_id="generate-steps",
                               info="fewer steps: faster, and the samplers differ more")
             nfe = gr.Markdown(explain.nfe_note(first, 10, 10), elem_classes="hint", elem_id="generate-nfe")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="generate-button", scale=2)
                 stop = gr.Button("Stop", variant="stop", elem_id="generate-stop", scale=1)
+            # what the sampler does, under the button: a long text must not push the button off the screen
+            summary = gr.Markdown(explain.sampler_text(first), elem_classes="hint", elem_id="generate-summary")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", info="the same seed: the same noise",
                                  scale=3)

@@ -344,7 +344,7 @@ def _info_or_none(model_name, limits):
 
 def _row_updates(info, method_name):
     """order / eta / spacing of one compare row: shown only when the sampler uses them, at its defaults."""
-    opts = [samplers.OPTIONS[n] for n in ("solver_order", "eta", "spacing")]
+    opts = [samplers.OPTIONS[n] for n in ("order", "eta", "spacing")]
     updates, _ = option_updates(info, method_name, opts)
     return updates
 
@@ -420,7 +420,7 @@ def _compare_tab(limits: runner.Limits):
             sampler = gr.Dropdown(choices=sampler_choices(), value=wanted[i % len(wanted)], label=f"{i + 1}: sampler",
                                   scale=3)
             steps = gr.Number(value=10, precision=0, minimum=1, maximum=limits.max_steps, label="steps", scale=1)
-            order = option_component(samplers.OPTIONS["solver_order"])
+            order = option_component(samplers.OPTIONS["order"])
             eta = option_component(samplers.OPTIONS["eta"])
             spacing = option_component(samplers.OPTIONS["spacing"])
         rows.append(dict(box=box, sampler=sampler, steps=steps, order=order, eta=eta, spacing=spacing))

@@ -343,13 +343,13 @@ def _with_notice(info: ModelInfo, name: str, notice: str) -> ModelInfo:
 # Options a request never sets: the model decides its prediction type.
 MODEL_OWNED_OPTIONS = ("prediction_type",)
 CLIPPING_OPTIONS = ("clip_sample", "thresholding")   # bend x0 into range: not the probability-flow ODE any more
-# Request parameter names that differ from the option names (the API names them so).
-PARAM_OF_OPTION = {"solver_order": "order"}
+# Request parameter names that differ from the option names: none (the kernel's names are the API's).
+PARAM_OF_OPTION: dict[str, str] = {}
 OPTION_OF_PARAM = {v: k for k, v in PARAM_OF_OPTION.items()}
 BASE_PARAMS = ("model", "sampler", "steps", "seed", "num_images", "class_label", "guidance_scale",
                "guidance_rescale", "rescale_betas_zero_snr")
 # Options shown up front in the UI; every other option goes under "more options".
-MAIN_OPTIONS = ("spacing", "eta", "solver_order", "algorithm_type", "solver_type", "variance_type", "thresholding",
+MAIN_OPTIONS = ("spacing", "eta", "order", "algorithm_type", "solver_type", "variance_type", "thresholding",
                 "clip_sample", "final_sigmas_type", "set_alpha_to_one", "lower_order_final", "euler_at_final")
 MAX_SEED = 2**63 - 1
 
@@ -520,7 +520,7 @@ class SetupSpec:
 
     def label(self) -> str:
         shown = {PARAM_OF_OPTION.get(k, k): v for k, v in self.options.items()
-                 if k in ("solver_order", "eta", "spacing", "algorithm_type", "solver_type")}
+                 if k in ("order", "eta", "spacing", "algorithm_type", "solver_type")}
         extra = "".join(f", {k}={v}" for k, v in shown.items())
         return f"{self.sampler} ({self.steps} steps{extra})"
 

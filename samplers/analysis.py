@@ -82,7 +82,7 @@ def _walk(sampler: Sampler, noise: torch.Tensor, generator, answer: Callable[[Ev
 
 
 def _model_answer(sampler: Sampler, model) -> Callable[[Eval], Prediction]:
-    return lambda request: evaluate(model, request, sampler.prediction_type)
+    return lambda request: evaluate(model, request, sampler)
 
 
 def _stand_in_answer(sampler: Sampler) -> Callable[[Eval], Prediction]:

@@ -95,7 +95,7 @@ def test_every_option_of_every_registered_sampler_is_a_request_parameter():
 
 def test_options_that_do_not_apply_to_the_sampler_are_not_passed_to_it():
     req = runner.parse_generate({"sampler": "plms", "steps": 10, "eta": 0.7, "order": 3}, LIMITS)
-    assert "eta" not in req.setup.options and "solver_order" not in req.setup.options
+    assert "eta" not in req.setup.options and "order" not in req.setup.options
     req = runner.parse_generate({"sampler": "ddim", "steps": 10, "eta": 0.7}, LIMITS)
     assert req.setup.options == {"eta": 0.7}
 

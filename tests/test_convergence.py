@@ -104,25 +104,25 @@ def options_for(method, required):
 # at sigma_min << data std (see test_deis3_is_third_order_when_stopped_early for plain order 3).
 TABLE = [
     ("ddim", {}, 1, False),
-    ("deis", {"solver_order": 1}, 1, False),
-    ("deis", {"solver_order": 2}, 2, False),
-    ("deis", {"solver_order": 3}, 3, True),
-    ("deis", {"solver_order": 2, "solver_type": "tab"}, 2, False),
-    ("deis", {"solver_order": 3, "solver_type": "tab"}, 3, False),
-    ("unipc", {"solver_order": 1}, 2, False),
-    ("unipc", {"solver_order": 2}, 3, False),
-    ("unipc", {"solver_order": 2, "use_corrector": False}, 2, False),
-    ("unipc", {"solver_order": 2, "solver_type": "bh1"}, 3, False),
-    ("unipc", {"solver_order": 2, "predict_x0": False}, 3, False),
-    ("unipc", {"solver_order": 3}, None, False),
+    ("deis", {"order": 1}, 1, False),
+    ("deis", {"order": 2}, 2, False),
+    ("deis", {"order": 3}, 3, True),
+    ("deis", {"order": 2, "solver_type": "tab"}, 2, False),
+    ("deis", {"order": 3, "solver_type": "tab"}, 3, False),
+    ("unipc", {"order": 1}, 2, False),
+    ("unipc", {"order": 2}, 3, False),
+    ("unipc", {"order": 2, "use_corrector": False}, 2, False),
+    ("unipc", {"order": 2, "solver_type": "bh1"}, 3, False),
+    ("unipc", {"order": 2, "predict_x0": False}, 3, False),
+    ("unipc", {"order": 3}, None, False),
     ("ipndm", {}, None, False),
     ("plms", {}, None, False),
     ("f-pndm", {}, None, False),
     ("s-pndm", {}, None, False),
-    ("dpm-solver++", {"solver_order": 1}, 1, False),
-    ("dpm-solver++", {"solver_order": 2}, 2, False),
-    ("dpm-solver++", {"solver_order": 3, "third_order": "taylor"}, 3, True),
-    ("dpm-solver++", {"solver_order": 3}, None, False),   # diffusers' third-order weights: report
+    ("dpm-solver++", {"order": 1}, 1, False),
+    ("dpm-solver++", {"order": 2}, 2, False),
+    ("dpm-solver++", {"order": 3, "third_order": "taylor"}, 3, True),
+    ("dpm-solver++", {"order": 3}, None, False),   # diffusers' third-order weights: report
     ("euler", {}, 1, False),
     ("heun", {}, 2, False),
     ("dpm2", {}, 2, False),
@@ -151,7 +151,7 @@ def test_convergence_order(entry, record_property):
 
 def test_deis3_is_third_order_when_stopped_early():
     """Ending the solve at sigma = 0.5 (comparable to the data std) removes DEIS-3's extra order."""
-    for required in ({"solver_order": 3}, {"solver_order": 3, "solver_type": "tab"}):
+    for required in ({"order": 3}, {"order": 3, "solver_type": "tab"}):
         options = dict(options_for("deis", required), sigma_min=0.5)
         slope, _ = measured_order("deis", options)
         assert 2.7 < slope < 3.45, f"deis {required}: slope {slope:.2f}"
@@ -161,8 +161,8 @@ def test_ddim_is_deis_order_one_to_machine_precision():
     model, noise = gaussian_problem()
     for steps in (7, 25):
         ddim = samplers.create("ddim", steps, **options_for("ddim", {}))
-        deis = samplers.create("deis", steps, **options_for("deis", {"solver_order": 1}))
-        tab = samplers.create("deis", steps, **options_for("deis", {"solver_order": 1, "solver_type": "tab"}))
+        deis = samplers.create("deis", steps, **options_for("deis", {"order": 1}))
+        tab = samplers.create("deis", steps, **options_for("deis", {"order": 1, "solver_type": "tab"}))
         assert np.allclose(ddim.grid.sigma, deis.grid.sigma, rtol=1e-14, atol=0)
         x_ddim, x_deis, x_tab = (s.sample(model, noise) for s in (ddim, deis, tab))
         scale = x_ddim.abs().max()

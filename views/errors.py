@@ -51,7 +51,7 @@ def check_nfe(value, limits: runner.Limits) -> list[int]:
 
 def _label(sampler: samplers.Sampler) -> str:
     """The method with the order and spacing that actually run (the model's defaults filled in)."""
-    shown = [f"order={sampler.options['solver_order']}"] if "solver_order" in sampler.options else []
+    shown = [f"order={sampler.options['order']}"] if "order" in sampler.options else []
     shown += [sampler.options["spacing"]] if "spacing" in sampler.options else []
     return f"{sampler.name} ({', '.join(shown)})" if shown else sampler.name
 
@@ -194,7 +194,7 @@ def tab(ctx):
             maximum=limits.max_points if info.kind == "points" else limits.max_images,
             value=min(200, limits.max_points) if info.kind == "points" else 1)))
         nfe = gr.Textbox(value=DEFAULT_NFE, label="nfe", info=f"NFE targets, up to {MAX_TARGETS}", scale=3)
-    order_choices = [("sampler default", "")] + list(runner.option_choices(samplers.OPTIONS["solver_order"]))
+    order_choices = [("sampler default", "")] + list(runner.option_choices(samplers.OPTIONS["order"]))
     spacing_choices = [("sampler default", "")] + list(runner.option_choices(samplers.OPTIONS["spacing"]))
     slots = []
     for i, (name, order, spacing) in enumerate(DEFAULTS[:SLOTS]):

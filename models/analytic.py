@@ -1,4 +1,5 @@
-"""Models whose right answer is known in closed form (shared/REFERENCE.md section 5).
+"""Models whose right answer is known in closed form (Gaussian posteriors and their probability-flow
+maps; Song et al. 2021, arXiv:2011.13456).
 
 Each model is a callable ``model(x, t)`` like a network: ``x`` of shape [batch, *event_shape],
 ``t`` a (fractional) timestep of its ``scheduler_config`` (scalar or [batch]); it returns the

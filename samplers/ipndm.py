@@ -32,7 +32,8 @@ def ipndm_program(sampler, x, rng):
 
 register(Method(
     name="ipndm", title="iPNDM (Adams-Bashforth, no warm-up cost)", paper="Zhang, Chen 2023 (arXiv:2204.13902)",
-    order=2, nominal_order=4, order_note=FIXED_WEIGHTS_NOTE.format(nominal=4, order=2), stochastic=False, options=GRID_OPTIONS + ("final_sigmas_type", "order"),
+    order=2, nominal_order=4, order_note=FIXED_WEIGHTS_NOTE.format(nominal=4, order=2), stochastic=False,
+    options=GRID_OPTIONS + ("final_sigmas_type", "order"),
     program=ipndm_program, grid=ipndm_grid,
     defaults={"spacing": "trailing", "order": 4, "final_sigmas_type": "zero"},
     choices={"order": (1, 2, 3, 4)}))

@@ -259,30 +259,16 @@ def heun_program(sampler, x, rng):
 
 
 def dpm2_program(sampler, x, rng):
+    """DPM2, and DPM2 ancestral: the step goes to sigma_down (the next sigma without noise), then
+    adds fresh noise of std sigma_up."""
     p = sampler.plan
-    x = x * p.init
-    for i in range(p.steps):
-        k, k_next, k_mid = p.ks[i], p.ks[i + 1], p.mid[i]
-        pred = yield Eval(x * p.c_in[i], p.model_t[i], k)
-        d = pred.eps
-        if k_next == 0:  # Euler to sigma 0 (the midpoint would be 0 too)
-            x = x.add(d, alpha=-k)
-            continue
-        trial = x.add(d, alpha=k_mid - k)
-        pred = yield Eval(trial * c_in(k_mid), p.mid_t[i], k_mid)
-        x.add_(pred.eps, alpha=k_next - k)
-    return finish(x, p.ks[-1])
-
-
-def dpm2_ancestral_program(sampler, x, rng):
-    p = sampler.plan
-    eta, s_noise = sampler.opt("eta"), sampler.opt("s_noise")
+    eta, s_noise = sampler.options.get("eta", 0.0), sampler.options.get("s_noise", 1.0)
     x = x * p.init
     for i in range(p.steps):
         k, down, k_mid = p.ks[i], p.down[i], p.mid[i]
         pred = yield Eval(x * p.c_in[i], p.model_t[i], k)
         d = pred.eps
-        if down == 0:
+        if down == 0:  # Euler to sigma 0 (the midpoint would be 0 too)
             x = x.add(d, alpha=-k)
             continue
         trial = x.add(d, alpha=k_mid - k)
@@ -425,13 +411,13 @@ _register("heun", "Heun (2nd order, Karras)", 2, False, heun_program, nfe=two_st
                                **_KARRAS_FLAGS))
 _register("dpm2", "DPM2 (k-diffusion DPM-Solver-2)", 2, False, dpm2_program, nfe=two_stage_nfe,
           diffusers=_diffusers("KDPM2DiscreteScheduler", **_SD_BETAS, **_KARRAS_FLAGS))
-_register("dpm2-a", "DPM2 ancestral", 2, True, dpm2_ancestral_program, ANCESTRAL, nfe=two_stage_nfe,
+_register("dpm2-a", "DPM2 ancestral", 2, True, dpm2_program, ANCESTRAL, nfe=two_stage_nfe,
           defaults={"eta": 1.0}, order_note=ANCESTRAL_NOTE.format(base="DPM2"),
           diffusers=_diffusers("KDPM2AncestralDiscreteScheduler", **_SD_BETAS, **_KARRAS_FLAGS))
-_register("lms", "LMS (linear multistep in sigma)", 2, False, lms_program, ("order",),
+_register("lms", "LMS (linear multistep in sigma)", 3, False, lms_program, ("order",),
           defaults={"order": 4}, nominal_order=4,
           order_note="nominal order 4 (order=4 past derivatives, weights integrated in sigma); on a grid uniform "
-                     "in log-SNR the derivative in sigma varies so fast near sigma_min that it measures about 2",
+                     "in log-SNR, whose steps in sigma shrink geometrically, it measures about 3 (2.8 at NFE 10-50)",
           diffusers=_diffusers("LMSDiscreteScheduler", **_KARRAS_FLAGS))
 _register("dpm++2s-a", "DPM-Solver++(2S) ancestral", 2, True, dpmpp_2s_ancestral_program, ANCESTRAL,
           nfe=two_stage_nfe, defaults={"eta": 1.0}, order_note=ANCESTRAL_NOTE.format(base="DPM-Solver++(2S)"),

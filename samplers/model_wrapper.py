@@ -21,6 +21,12 @@ class Prediction:
     model_x0: torch.Tensor | None = None  # x0 and eps as the model gave them, before any clipping
     model_eps: torch.Tensor | None = None
 
+    def __post_init__(self):
+        if self.model_x0 is None:
+            self.model_x0 = self.x0
+        if self.model_eps is None:
+            self.model_eps = self.eps
+
 
 def predict(output: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float,
             prediction_type: str) -> Prediction:
@@ -39,7 +45,7 @@ def predict(output: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float,
         eps = (x - alpha * x0) / sigma
     else:
         raise ValueError(f"prediction_type={prediction_type!r}; allowed: {', '.join(PREDICTION_TYPES)}")
-    return Prediction(x0=x0, eps=eps, variance=variance, output=output, model_x0=x0, model_eps=eps)
+    return Prediction(x0=x0, eps=eps, variance=variance, output=output)
 
 
 def processed(pred: Prediction, x: torch.Tensor, alpha: float, sigma: float, options: dict) -> Prediction:

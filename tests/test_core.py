@@ -43,7 +43,7 @@ def test_unknown_beta_schedule_is_named():
         NoiseSchedule.from_config({"beta_schedule": "cubic"})
 
 
-# --- timestep grids (shared/REFERENCE.md §2) -------------------------------------------------
+# --- timestep grids (diffusers' tables) -------------------------------------------------
 def test_diffusers_timestep_tables():
     assert list(spaced_timesteps("linspace", 10, T)) == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
     assert list(spaced_timesteps("leading", 10, T)) == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]

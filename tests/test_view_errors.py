@@ -61,7 +61,7 @@ def test_gaussian_errors_are_the_exact_ones_and_show_each_methods_order(client):
     net, info = runner.load_model("gaussian")
     noise = torch.randn((count, 2), generator=torch.Generator().manual_seed(seed), dtype=torch.float32).double()
     for setup, method, options in ((1, "ddim", {"spacing": "logsnr"}), (2, "unipc", {"spacing": "logsnr",
-                                                                                      "solver_order": 3})):
+                                                                                      "order": 3})):
         sampler = samplers.from_diffusers_config(info.scheduler_config, 10, method=method, **options)
         direct = list(analysis.error_curve(method, sampler.options, net, noise, analysis.flow_reference(net), NFE,
                                            sampler.schedule, seed))

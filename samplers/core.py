@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -168,7 +168,6 @@ def register(method: Method) -> Method:
 
 def alias(base: str, name: str, title: str, **changes) -> Method:
     """A new name for an existing family: the base method with other defaults (one registry entry)."""
-    from dataclasses import replace
     m = REGISTRY[base]
     defaults = dict(m.defaults, **changes.pop("defaults", {}))
     return register(replace(m, name=name, title=title, defaults=defaults, **changes))

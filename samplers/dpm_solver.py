@@ -67,7 +67,7 @@ diffusers breakages we avoid (diffusers 0.42.1):
   "sigma_min") make the last step zero-length; solver_type "heun" then computes 0/0 = NaN.
   Our weights are written without dividing by h: the step is the identity.
 - DPMSolverSinglestepScheduler with algorithm_type "dpmsolver" and thresholding indexes
-  alpha_t with None and raises; multistep "sde-dpmsolver" with order 3 raises
+  alpha_t with None and raises; multistep "sde-dpmsolver" with solver_order 3 raises
   UnboundLocalError.  Both work here.
 - "dpmsolver" with final_sigmas_type "zero" is refused by diffusers; here the last step is the
   exact limit (the noise-form weights are written with sigma_t e^h = alpha_t sigma_s / alpha_s),

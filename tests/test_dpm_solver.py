@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import samplers
+from samplers.evaluation import fit_order
 from conftest import rel_diff, toy_model
 from models.analytic import GaussianData, GaussianMixture
 
@@ -359,7 +360,7 @@ def measured_order(gaussian, name, counts, **options):
     """Slope of log error vs log number of steps on grids uniform in lambda ending at sigma_min."""
     data, x, exact = gaussian
     errors = [(samplers.create(name, n, **options).sample(data, x) - exact).abs().max().item() for n in counts]
-    return -np.polyfit(np.log(counts), np.log(errors), 1)[0]
+    return fit_order(counts, errors)["order"]
 
 
 LAMBDA_GRID = dict(spacing="logsnr", round_timesteps=False, final_sigmas_type="sigma_min")

@@ -2,7 +2,7 @@
 
     python app.py            # host/port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 7860)
 
-The page only draws controls; validation, models and the sampling loops live in ``runner.py``.
+The page only draws controls; validation, models and the sampling loops live in ``lab.py``.
 Controls are generated from the sampler registry (``samplers.OPTIONS`` and each method's
 options and choices), so a newly registered sampler shows up with its own controls.
 Named API endpoints: ``/generate``, ``/compare`` and one per view in ``views/`` (see README).
@@ -18,7 +18,7 @@ import random
 
 import gradio as gr
 
-import runner
+import lab
 import samplers
 import views.errors
 import views.schedule
@@ -50,9 +50,9 @@ TRACE_WHILE_RUNNING = ("The trace appears when the run ends.", None, None, None,
 
 def option_component(option: samplers.Option):
     """A control whose empty value (None) means "this sampler's own default"."""
-    label = runner.param_name(option.name)
+    label = lab.param_name(option.name)
     common = dict(label=label, info=option.help, value=None, visible=False)
-    choices = runner.option_choices(option)
+    choices = lab.option_choices(option)
     if option.kind is bool:
         return gr.Radio(choices=[("on", True), ("off", False)], **common)
     if option.kind is str and choices is not None:
@@ -73,13 +73,13 @@ def sampler_summary(name: str, steps) -> str:
     return f"**{m.title}** — {m.paper}. Order {m.order}, {kind}."
 
 
-def option_updates(info: runner.ModelInfo | None, method_name: str, options: list[samplers.Option]):
+def option_updates(info: lab.ModelInfo | None, method_name: str, options: list[samplers.Option]):
     """Visibility, narrowed choices and this model's default value for every option control."""
-    applies = runner.method_applies(method_name) if method_name in samplers.REGISTRY else set()
+    applies = lab.method_applies(method_name) if method_name in samplers.REGISTRY else set()
     defaults = {}
     if info is not None and method_name in samplers.REGISTRY:
         try:
-            defaults = runner.default_options(info, method_name)
+            defaults = lab.default_options(info, method_name)
         except ValueError:
             defaults = {}
     updates = []
@@ -87,13 +87,13 @@ def option_updates(info: runner.ModelInfo | None, method_name: str, options: lis
         if o.name not in applies:
             updates.append(gr.update(visible=False, value=None))
             continue
-        kw = dict(visible=True, value=runner._jsonable(defaults.get(o.name)))
-        choices = runner.option_choices(o, method_name)
+        kw = dict(visible=True, value=lab.jsonable(defaults.get(o.name)))
+        choices = lab.option_choices(o, method_name)
         if choices is not None and o.kind is not bool:
             kw["choices"] = list(choices)
         updates.append(gr.update(**kw))
-    unused = [runner.param_name(o.name) for o in options if o.name not in applies]
-    main = [n for n in unused if runner.OPTION_OF_PARAM.get(n, n) in runner.MAIN_OPTIONS]
+    unused = [lab.param_name(o.name) for o in options if o.name not in applies]
+    main = [n for n in unused if n in lab.MAIN_PARAMS]
     hint = ""
     if unused:
         hint = f"Hidden because {method_name} does not use them: {', '.join(main) or 'no main option'}"
@@ -105,12 +105,12 @@ def option_updates(info: runner.ModelInfo | None, method_name: str, options: lis
 # The page
 
 
-def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
-    limits = limits or runner.Limits.from_env()
-    options = runner.request_options()
-    start_model, start_notice = runner.initial_model()
-    choices = runner.model_choices()
-    gen_params = runner.generate_params()
+def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
+    limits = limits or lab.Limits.from_env()
+    options = lab.request_options()
+    start_model, start_notice = lab.initial_model()
+    choices = lab.model_choices()
+    gen_params = lab.generate_params()
 
     with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\nWatch a diffusion sampler denoise step by step, and compare samplers from the "
@@ -119,9 +119,9 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
         notice = gr.Markdown(f"⚠️ {start_notice}" if start_notice else "", visible=bool(start_notice))
         with gr.Row():
             model = gr.Dropdown(choices=choices, value=start_model, label="model",
-                                allow_custom_value=runner.allow_any_hub_model(), scale=2,
+                                allow_custom_value=lab.allow_any_hub_model(), scale=2,
                                 info="embedded, analytic (exact answers) or allow-listed hub models")
-            model_info = gr.Markdown(runner.model_description(start_model), elem_classes="hint")
+            model_info = gr.Markdown(lab.model_description(start_model), elem_classes="hint")
         # Controls are hidden one by one, not through their row: Gradio drops value updates to the
         # children of a row hidden in the same update, and a hidden control still sends its value.
         with gr.Row() as cond_row:
@@ -157,12 +157,12 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
 
         def model_changed(model_name, sampler_name, *row_samplers):
             try:
-                name = runner.check_model(model_name)
-                _, info = runner.load_model(name, limits)
+                name = lab.check_model(model_name)
+                _, info = lab.load_model(name, limits)
             except (ValueError, FileNotFoundError, OSError) as exc:
                 skip = [gr.skip()] * (9 + len(options) + len(row_outputs) + len(ctx["model_updates"]))
                 return [gr.update(value=f"⚠️ {exc}", visible=True)] + skip
-            text = f"**{info.loaded}** — {runner.model_description(info.loaded)}; predicts {info.prediction_type}"
+            text = f"**{info.loaded}** — {lab.model_description(info.loaded)}; predicts {info.prediction_type}"
             text += f"; samples of shape {list(info.event_shape)}"
             # an unconditional model still gets a value: a hidden control keeps sending what it holds
             label_choices = ["none"] + list(info.classes or [])
@@ -207,10 +207,10 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             # Every update carries a value for every output: a file path for the preview (the same
             # one until a new preview is drawn) and None for the final outputs until the end.
             # gr.skip() would cost Gradio a new component per output per update (~5 ms a step).
-            preview_file = runner.PreviewFile()
+            preview_file = lab.PreviewFile()
             try:
-                request = runner.parse_generate(dict(zip(gen_params, values)), limits)
-                for p in runner.in_background(lambda: runner.generate(request, limits), cancelled=cancel_watch()):
+                request = lab.parse_generate(dict(zip(gen_params, values)), limits)
+                for p in lab.in_background(lambda: lab.generate(request, limits), cancelled=cancel_watch()):
                     shown = preview_file.update(p.preview)
                     if not p.done:
                         yield shown, p.status(), None, None, None, *TRACE_WHILE_RUNNING
@@ -226,7 +226,7 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             finally:
                 preview_file.close()
 
-        generate = named(gpu(lambda *v: runner.generate_gpu_seconds(dict(zip(gen_params, v)), limits))(generate),
+        generate = named(gpu(lambda *v: lab.generate_gpu_seconds(dict(zip(gen_params, v)), limits))(generate),
                          gen_params)
         gen_inputs = [model, gen["sampler"], gen["steps"], gen["seed"], gen["num_images"], class_label,
                       guidance_scale, guidance_rescale, zero_snr, *gen["options"]]
@@ -262,13 +262,13 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                 setups.append({k: v for k, v in entry.items() if v is not None and v != ""})
             return setups
 
-        compare_params = list(runner.COMPARE_PARAMS)
+        compare_params = list(lab.COMPARE_PARAMS)
 
         def compare(*values):
-            preview_file = runner.PreviewFile()   # see generate() for why every update carries values
+            preview_file = lab.PreviewFile()   # see generate() for why every update carries values
             try:
-                request = runner.parse_compare(dict(zip(compare_params, values)), limits)
-                for p in runner.in_background(lambda: runner.compare(request, limits), cancelled=cancel_watch()):
+                request = lab.parse_compare(dict(zip(compare_params, values)), limits)
+                for p in lab.in_background(lambda: lab.compare(request, limits), cancelled=cancel_watch()):
                     shown = preview_file.update(p.preview)
                     if not p.done:
                         yield shown, p.message, None, None, None
@@ -276,9 +276,9 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                     gallery = []
                     for r, pics in zip(p.results, p.images):
                         dist = "" if r["distance"] is None else f" · d={r['distance']:.4g}"
-                        gallery += [(img, f"{r['setup']}: {r['label']} · NFE {r['nfe']} · {r['seconds']:.2f} s{dist}")
+                        gallery += [(img, f"{r['setup']}: {r['label']} · NFE {r['nfe']} · done at {r['finished_at_seconds']:.2f} s{dist}")
                                     for img in pics]
-                    table = [[r["setup"], r["label"], r["nfe"], r["seconds"], r["distance"]] for r in p.results]
+                    table = [[r["setup"], r["label"], r["nfe"], r["finished_at_seconds"], r["distance"]] for r in p.results]
                     note = f"done in {p.seconds:.2f} s (batched)"
                     if p.info.get("reference"):
                         note += f"; distance d = RMS difference to {p.info['reference']}"
@@ -290,7 +290,7 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             finally:
                 preview_file.close()
 
-        compare = named(gpu(lambda *v: runner.compare_gpu_seconds(dict(zip(compare_params, v)), limits))(compare),
+        compare = named(gpu(lambda *v: lab.compare_gpu_seconds(dict(zip(compare_params, v)), limits))(compare),
                         compare_params)
         row_values = [row[f] for row in cmp["rows"] for f in ROW_FIELDS]
         collected = cmp["run"].click(collect, [cmp["count"], *row_values], cmp["setups"], api_visibility="private",
@@ -311,17 +311,17 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
 
 
 def trace_outputs(trace: dict) -> tuple:
-    """A run's trace (runner.Tracer.result) as the note, x0 strip, two plots and the table under Generate."""
+    """A run's trace (lab.Tracer.result) as the note, x0 strip, two plots and the table under Generate."""
     import pandas as pd   # comes with gradio
 
     rows = trace["rows"]
     commit = trace["commit_nfe"]
     note = (f"Trace of {trace['about']}. "
             + (f"**Committed at NFE {commit}**: from there on every predicted x0 lies within "
-               f"{runner.COMMIT_FRACTION:.0%} of the final image." if commit is not None else
-               f"The prediction never settled within {runner.COMMIT_FRACTION:.0%} of the final image."))
+               f"{lab.COMMIT_FRACTION:.0%} of the final image." if commit is not None else
+               f"The prediction never settled within {lab.COMMIT_FRACTION:.0%} of the final image."))
     # PIL's built-in font has no Greek letters: "sigma" spelled out
-    strip = runner.labelled_strip([(picture, f"NFE {nfe}", f"sigma {sigma:.0f}" if sigma >= 100 else f"sigma {sigma:.3g}")
+    strip = lab.labelled_strip([(picture, f"NFE {nfe}", f"sigma {sigma:.0f}" if sigma >= 100 else f"sigma {sigma:.3g}")
                                    for nfe, sigma, picture in trace["thumbnails"]])
     # log10 of a change of exactly 0 (the last x0 against the result itself) has no value: left out
     change = pd.DataFrame([dict(nfe=r["nfe"], series=label, log10_value=math.log10(r[key]))
@@ -337,19 +337,19 @@ def trace_outputs(trace: dict) -> tuple:
 
 def _info_or_none(model_name, limits):
     try:
-        return runner.load_model(runner.check_model(model_name), limits)[1]
+        return lab.load_model(lab.check_model(model_name), limits)[1]
     except (ValueError, FileNotFoundError, OSError):
         return None
 
 
 def _row_updates(info, method_name):
     """order / eta / spacing of one compare row: shown only when the sampler uses them, at its defaults."""
-    opts = [samplers.OPTIONS[n] for n in ("solver_order", "eta", "spacing")]
+    opts = [lab.option_of(p) for p in ("order", "eta", "spacing")]
     updates, _ = option_updates(info, method_name, opts)
     return updates
 
 
-def _generate_tab(limits: runner.Limits, options):
+def _generate_tab(limits: lab.Limits, options):
     names = list(samplers.REGISTRY)
     first = "ddim" if "ddim" in names else names[0]
     with gr.Row():
@@ -361,8 +361,8 @@ def _generate_tab(limits: runner.Limits, options):
                 seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=4)
                 dice = gr.Button("random seed", scale=1, min_width=60)
             num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="num_images")
-            main = [o for o in options if o.name in runner.MAIN_OPTIONS]
-            more = [o for o in options if o.name not in runner.MAIN_OPTIONS]
+            main = [o for o in options if lab.is_main(o)]
+            more = [o for o in options if not lab.is_main(o)]
             comps = {}
             for o in main:
                 comps[o.name] = option_component(o)
@@ -407,7 +407,7 @@ def _generate_tab(limits: runner.Limits, options):
                 trace=[trace_note, trace_strip, trace_change, trace_norm, trace_table])
 
 
-def _compare_tab(limits: runner.Limits):
+def _compare_tab(limits: lab.Limits):
     names = list(samplers.REGISTRY)
     wanted = [n for n in DEFAULT_ROWS if n in names] + [n for n in names if n not in DEFAULT_ROWS]
     gr.Markdown("Each set-up starts from the same noise. Evaluations that fall in the same round go through "
@@ -420,7 +420,7 @@ def _compare_tab(limits: runner.Limits):
             sampler = gr.Dropdown(choices=sampler_choices(), value=wanted[i % len(wanted)], label=f"{i + 1}: sampler",
                                   scale=3)
             steps = gr.Number(value=10, precision=0, minimum=1, maximum=limits.max_steps, label="steps", scale=1)
-            order = option_component(samplers.OPTIONS["solver_order"])
+            order = option_component(lab.option_of("order"))
             eta = option_component(samplers.OPTIONS["eta"])
             spacing = option_component(samplers.OPTIONS["spacing"])
         rows.append(dict(box=box, sampler=sampler, steps=steps, order=order, eta=eta, spacing=spacing))
@@ -450,7 +450,7 @@ def _compare_tab(limits: runner.Limits):
 
 def launch(demo: gr.Blocks, **kwargs):
     """Queue (one concurrency id for model work, bounded) and launch with the app's theme and CSS."""
-    limits = getattr(demo, "limits", None) or runner.Limits.from_env()
+    limits = getattr(demo, "limits", None) or lab.Limits.from_env()
     demo.queue(max_size=limits.queue_size, default_concurrency_limit=limits.concurrency)
     return demo.launch(theme=THEME, css=CSS, **kwargs)
 
@@ -459,5 +459,5 @@ if __name__ == "__main__":
     if spaces is not None and os.environ.get("SPACES_ZERO_GPU"):
         # ZeroGPU runs each GPU call in a fresh worker: load the model here, once, so it is not
         # reloaded per call (spaces moves module-level CUDA tensors to the GPU it lends).
-        runner.load_model(runner.initial_model()[0])
+        lab.load_model(lab.initial_model()[0])
     launch(build_app())

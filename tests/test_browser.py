@@ -28,12 +28,12 @@ if not os.path.exists(CHROMIUM):
 @pytest.fixture(scope="module")
 def page_url():
     import app
-    import runner
+    import lab
     from tests.app_helpers import launch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # shared 2-core machine: one intra-op thread is faster for these models
-    demo = app.build_app(runner.Limits(preview_fps=10))
+    demo = app.build_app(lab.Limits(preview_fps=10))
     url = launch(demo)
     yield url
     demo.close()

@@ -10,11 +10,13 @@ Named API endpoints: ``/generate``, ``/compare`` and one per view in ``views/`` 
 from __future__ import annotations
 
 # ZeroGPU wants `spaces` imported before torch (views.common imports it first); elsewhere it is absent.
-from views.common import cancel_watch, errors_as_gradio, gpu, named, sampler_choices, spaces  # noqa: I001
+from views.common import cancel_watch, errors_as_gradio, gpu, named, sampler_choices, session_key, spaces  # noqa: I001
 
 import math
 import os
 import random
+import time
+from collections import OrderedDict
 
 import gradio as gr
 
@@ -42,6 +44,31 @@ CHANGE_SERIES = {"change": "sample x: |x_i - x_i-1| / |x_i|", "x0_change": "x0: 
                  "x0_to_final": "x0 to the final image: |x0_i - x| / |x|"}
 NORM_SERIES = {"x_rms": "sample x", "x0_rms": "predicted x0"}
 TRACE_WHILE_RUNNING = ("The trace appears when the run ends.", None, None, None, None)
+# The latest run of each (session, tab), so the page's Stop can say where it stopped and keep what ran.
+LIVE: OrderedDict = OrderedDict()
+LIVE_SIZE = 256
+
+
+def live_run(kind: str) -> lab.Live:
+    live = lab.Live()
+    key = session_key(kind)
+    if key is not None:
+        LIVE[key] = live
+        LIVE.move_to_end(key)
+        while len(LIVE) > LIVE_SIZE:
+            LIVE.popitem(last=False)
+    return live
+
+
+def stopped_run(kind: str, wait: float = 5.0) -> lab.Live | None:
+    """This session's latest run of ``kind`` once its Stop has landed; None if nothing was stopped."""
+    live = LIVE.get(session_key(kind))
+    if live is None or live.record is None:
+        return None
+    deadline = time.time() + wait
+    while live.record.status == "running" and time.time() < deadline:
+        time.sleep(0.01)
+    return live if live.record.status == "stopped" else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,8 +88,8 @@ def option_component(option: samplers.Option):
         return gr.Radio(choices=list(choices), **common)
     if option.kind is list:
         return gr.Textbox(placeholder="descending train timesteps, e.g. 999, 700, 400, 100", **common)
-    return gr.Number(minimum=option.low, maximum=option.high, precision=0 if option.kind is int else None,
-                     step=1 if option.kind is int else 0.05, **common)
+    # no minimum / maximum: Gradio would clamp a typed value silently; lab checks it and says what is allowed
+    return gr.Number(precision=0 if option.kind is int else None, step=1 if option.kind is int else 0.05, **common)
 
 
 def sampler_summary(name: str, steps) -> str:
@@ -109,7 +136,7 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
     limits = limits or lab.Limits.from_env()
     options = lab.request_options()
     start_model, start_notice = lab.initial_model()
-    choices = lab.model_choices()
+    choices, missing = lab.offered_models(limits)
     gen_params = lab.generate_params()
 
     with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as demo:
@@ -120,15 +147,17 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
         with gr.Row():
             model = gr.Dropdown(choices=choices, value=start_model, label="model",
                                 allow_custom_value=lab.allow_any_hub_model(), scale=2,
-                                info="embedded, analytic (exact answers) or allow-listed hub models")
+                                info="embedded, analytic (exact answers) or allow-listed hub models that run here")
             model_info = gr.Markdown(lab.model_description(start_model), elem_classes="hint")
+        gr.Markdown(missing, elem_classes="hint", elem_id="models-missing", visible=bool(missing))
+        working = gr.State(start_model)   # the last model that loaded: where a failed choice returns to
         # Controls are hidden one by one, not through their row: Gradio drops value updates to the
         # children of a row hidden in the same update, and a hidden control still sends its value.
         with gr.Row() as cond_row:
             class_label = gr.Dropdown(choices=["none"], value="none", label="class_label", info="which class to draw")
-            guidance_scale = gr.Number(value=None, minimum=0, maximum=20, step=0.5, label="guidance_scale",
-                                       info="classifier-free guidance: 1 = off")
-            guidance_rescale = gr.Number(value=None, minimum=0, maximum=1, step=0.05, label="guidance_rescale",
+            guidance_scale = gr.Number(value=None, step=0.5, label="guidance_scale",
+                                       info="classifier-free guidance, 0 to 20: 1 = off")
+            guidance_rescale = gr.Number(value=None, step=0.05, label="guidance_rescale",
                                          info="pull the guided output's std back to the conditional one's (~0.7)")
             zero_snr = gr.Checkbox(value=False, label="rescale_betas_zero_snr", visible=False,
                                    info="zero terminal SNR (Lin et al.): for v-prediction models trained with it")
@@ -155,13 +184,17 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
         # -- model: conditioning controls, option defaults of both tabs
         row_outputs = [c for row in cmp["rows"] for c in (row["order"], row["eta"], row["spacing"])]
 
-        def model_changed(model_name, sampler_name, *row_samplers):
+        def model_changed(model_name, previous, sampler_name, *row_samplers):
             try:
                 name = lab.check_model(model_name)
                 _, info = lab.load_model(name, limits)
             except (ValueError, FileNotFoundError, OSError) as exc:
+                # back to the model that worked (its change event then redraws the controls for it)
+                errors_as_gradio(exc, "model")
                 skip = [gr.skip()] * (9 + len(options) + len(row_outputs) + len(ctx["model_updates"]))
-                return [gr.update(value=f"⚠️ {exc}", visible=True)] + skip
+                back = previous if model_name != previous else lab.initial_model()[0]
+                return [gr.update(value=f"⚠️ {exc}. Back to **{back}**.", visible=True), gr.update(value=back),
+                        back] + skip
             text = f"**{info.loaded}** — {lab.model_description(info.loaded)}; predicts {info.prediction_type}"
             text += f"; samples of shape {list(info.event_shape)}"
             # an unconditional model still gets a value: a hidden control keeps sending what it holds
@@ -173,23 +206,27 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
             count_label = "points" if info.kind == "points" else "images"
             count_max = limits.max_points if info.kind == "points" else limits.max_images
             count_value = min(500, count_max) if info.kind == "points" else 1
+            # after a failed choice the warning stays up while the page returns to the working model
+            keep = name == previous and not info.notice
             return [
-                gr.update(value=f"⚠️ {info.notice}" if info.notice else "", visible=bool(info.notice)),
+                gr.skip() if keep else gr.update(value=f"⚠️ {info.notice}" if info.notice else "",
+                                                 visible=bool(info.notice)),
+                gr.update(), name,
                 gr.update(value=text),
                 gr.update(),   # the row itself is never hidden (see above)
                 gr.update(choices=label_choices, value=info.default_class, visible=info.classes is not None),
                 gr.update(value=info.default_guidance if info.guidance else None, visible=info.guidance),
                 gr.update(value=0.0 if info.guidance else None, visible=info.guidance),
                 gr.update(visible=info.prediction_type == "v_prediction", value=False),
-                gr.update(label=f"num_images ({count_label})", maximum=count_max, value=count_value),
-                gr.update(label=f"num_images per set-up ({count_label})", maximum=count_max,
+                gr.update(label=f"num_images ({count_label})", info=f"1 to {count_max}", value=count_value),
+                gr.update(label=f"num_images per set-up ({count_label})", info=f"1 to {count_max}",
                           value=min(count_value, 200)),
                 *updates, gr.update(value=hint), *rows, *[update(info) for _, update in ctx["model_updates"]]]
 
-        model_outputs = [notice, model_info, cond_row, class_label, guidance_scale, guidance_rescale, zero_snr,
+        model_outputs = [notice, model, working, model_info, cond_row, class_label, guidance_scale, guidance_rescale, zero_snr,
                          gen["num_images"], cmp["num_images"], *gen["options"], gen["hint"], *row_outputs,
                          *[component for component, _ in ctx["model_updates"]]]
-        model_inputs = [model, gen["sampler"]] + [row["sampler"] for row in cmp["rows"]]
+        model_inputs = [model, working, gen["sampler"]] + [row["sampler"] for row in cmp["rows"]]
         model.change(model_changed, model_inputs, model_outputs, api_visibility="private", show_progress="hidden")
         demo.load(model_changed, model_inputs, model_outputs, api_visibility="private", show_progress="hidden")
 
@@ -208,9 +245,10 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
             # one until a new preview is drawn) and None for the final outputs until the end.
             # gr.skip() would cost Gradio a new component per output per update (~5 ms a step).
             preview_file = lab.PreviewFile()
+            live = live_run("generate")
             try:
                 request = lab.parse_generate(dict(zip(gen_params, values)), limits)
-                for p in lab.in_background(lambda: lab.generate(request, limits), cancelled=cancel_watch()):
+                for p in lab.in_background(lambda: lab.generate(request, limits, live=live), cancelled=cancel_watch()):
                     shown = preview_file.update(p.preview)
                     if not p.done:
                         yield shown, p.status(), None, None, None, *TRACE_WHILE_RUNNING
@@ -222,15 +260,39 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
                            {k: v for k, v in p.info.items() if k not in ("code",)}, p.info["code"],
                            note, preview_file.png(strip, f"trace-{id(p)}"), change, norm, table)
             except (ValueError, FileNotFoundError) as exc:
-                raise errors_as_gradio(exc) from None
+                raise errors_as_gradio(exc, "generate") from None
             finally:
                 preview_file.close()
+
+        def check_page(*values):
+            """The page's values, checked before a run is queued. An empty box is refused here (through the
+            API an omitted value means the default); every other value as /generate checks it."""
+            given = dict(zip(gen_params, values))
+            try:
+                for name, low, high in (("steps", 1, limits.max_steps), ("seed", 0, lab.MAX_SEED),
+                                        ("num_images", 1, max(limits.max_images, limits.max_points))):
+                    if given.get(name) in (None, ""):
+                        lab.check_int(name, given.get(name), low, high)   # raises, naming the range
+                lab.parse_generate(given, limits)
+            except ValueError as exc:
+                raise errors_as_gradio(exc, "generate") from None
+
+        def stop_generate():
+            """After Stop: where the run stopped, its last picture and the trace of what ran."""
+            live = stopped_run("generate")
+            if live is None:
+                return [gr.skip()] * 7
+            step = live.latest[0]
+            shown = None if step is None else lab.preview(step.x, step.x0, live.info)
+            trace = trace_outputs(live.tracer.result()) if live.tracer.kept else TRACE_WHILE_RUNNING
+            return (shown, live.stopped_status(), *trace)
 
         generate = named(gpu(lambda *v: lab.generate_gpu_seconds(dict(zip(gen_params, v)), limits))(generate),
                          gen_params)
         gen_inputs = [model, gen["sampler"], gen["steps"], gen["seed"], gen["num_images"], class_label,
                       guidance_scale, guidance_rescale, zero_snr, *gen["options"]]
-        gen_event = gen["run"].click(
+        checked = gen["run"].click(check_page, gen_inputs, None, api_visibility="private", queue=False)
+        gen_event = checked.success(
             generate, gen_inputs,
             [gen["preview"], gen["status"], gen["gallery"], gen["settings"], gen["code"], *gen["trace"]],
             api_name="generate", concurrency_id="model", concurrency_limit=limits.concurrency, preprocess=False,
@@ -239,7 +301,9 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
                             "step i/N, NFE, t and sigma after every model evaluation; at the end the images, "
                             "settings, code and the run's trace (x0 strip, change and RMS plots, one row "
                             "per evaluation).")
-        gen["stop"].click(None, None, None, cancels=[gen_event], api_visibility="private")
+        gen["stop"].click(stop_generate, None, [gen["preview"], gen["status"], *gen["trace"]], cancels=[gen_event],
+                          api_name="stop_generate", api_visibility="undocumented", concurrency_limit=None,
+                          show_progress="hidden")
         gen["dice"].click(lambda: random.randint(0, 2**31 - 1), None, gen["seed"], api_visibility="private",
                           queue=False)
 
@@ -259,6 +323,11 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
             setups = []
             for i in range(int(count or 0)):
                 entry = dict(zip(ROW_FIELDS, values[i * len(ROW_FIELDS):(i + 1) * len(ROW_FIELDS)]))
+                if entry["steps"] in (None, ""):   # an empty box is told, not run at a default
+                    try:
+                        lab.check_int("steps", entry["steps"], 1, limits.max_steps)
+                    except ValueError as exc:
+                        raise errors_as_gradio(ValueError(f"setups[{i}]: {exc}"), "compare") from None
                 setups.append({k: v for k, v in entry.items() if v is not None and v != ""})
             return setups
 
@@ -266,9 +335,10 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
 
         def compare(*values):
             preview_file = lab.PreviewFile()   # see generate() for why every update carries values
+            live = live_run("compare")
             try:
                 request = lab.parse_compare(dict(zip(compare_params, values)), limits)
-                for p in lab.in_background(lambda: lab.compare(request, limits), cancelled=cancel_watch()):
+                for p in lab.in_background(lambda: lab.compare(request, limits, live=live), cancelled=cancel_watch()):
                     shown = preview_file.update(p.preview)
                     if not p.done:
                         yield shown, p.message, None, None, None
@@ -286,9 +356,19 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
                         note += f"\n\n⚠️ {p.info['notice']}"
                     yield shown, note, gallery, table, p.info
             except (ValueError, FileNotFoundError) as exc:
-                raise errors_as_gradio(exc) from None
+                raise errors_as_gradio(exc, "compare") from None
             finally:
                 preview_file.close()
+
+        def stop_compare():
+            """After Stop: where each set-up stopped, and their last pictures."""
+            live = stopped_run("compare")
+            if live is None:
+                return gr.skip(), gr.skip()
+            shown = [st for st in live.latest if st is not None]
+            panel = 128 if live.info.kind == "image" else 160
+            picture = lab.stack([lab.preview(st.x, st.x0, live.info, target=panel) for st in shown]) if shown else None
+            return picture, live.stopped_status()
 
         compare = named(gpu(lambda *v: lab.compare_gpu_seconds(dict(zip(compare_params, v)), limits))(compare),
                         compare_params)
@@ -303,7 +383,9 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
             show_progress="minimal", show_progress_on=cmp["status"],
             api_description="Run up to MAX_COMPARE sampler set-ups from the same noise, batched through the "
                             "network; returns the images, NFE, time and distance to a reference per set-up.")
-        cmp["stop"].click(None, None, None, cancels=[cmp_event], api_visibility="private")
+        cmp["stop"].click(stop_compare, None, [cmp["preview"], cmp["status"]], cancels=[cmp_event],
+                          api_name="stop_compare", api_visibility="undocumented", concurrency_limit=None,
+                          show_progress="hidden")
         cmp["dice"].click(lambda: random.randint(0, 2**31 - 1), None, cmp["seed"], api_visibility="private",
                           queue=False)
     demo.limits = limits
@@ -356,11 +438,13 @@ def _generate_tab(limits: lab.Limits, options):
         with gr.Column(scale=2, min_width=320):
             sampler = gr.Dropdown(choices=sampler_choices(), value=first, label="sampler")
             summary = gr.Markdown(sampler_summary(first, 20), elem_classes="hint")
-            steps = gr.Slider(1, limits.max_steps, value=25, step=1, label="steps")
+            # Numbers without minimum / maximum: Gradio clamps a typed value silently; lab refuses it by name
+            steps = gr.Number(value=25, precision=0, label="steps", info=f"1 to {limits.max_steps}",
+                              elem_id="generate-steps")
             with gr.Row():
-                seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=4)
+                seed = gr.Number(value=0, precision=0, label="seed", scale=4)
                 dice = gr.Button("random seed", scale=1, min_width=60)
-            num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="num_images")
+            num_images = gr.Number(value=1, precision=0, label="num_images", info=f"1 to {limits.max_images}")
             main = [o for o in options if lab.is_main(o)]
             more = [o for o in options if not lab.is_main(o)]
             comps = {}
@@ -419,15 +503,16 @@ def _compare_tab(limits: lab.Limits):
         with gr.Row(visible=i < min(4, limits.max_compare)) as box:
             sampler = gr.Dropdown(choices=sampler_choices(), value=wanted[i % len(wanted)], label=f"{i + 1}: sampler",
                                   scale=3)
-            steps = gr.Number(value=10, precision=0, minimum=1, maximum=limits.max_steps, label="steps", scale=1)
+            steps = gr.Number(value=10, precision=0, label="steps", scale=1, elem_id=f"compare-steps-{i + 1}")
             order = option_component(lab.option_of("order"))
             eta = option_component(samplers.OPTIONS["eta"])
             spacing = option_component(samplers.OPTIONS["spacing"])
         rows.append(dict(box=box, sampler=sampler, steps=steps, order=order, eta=eta, spacing=spacing))
     with gr.Row():
-        seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=4)
+        seed = gr.Number(value=0, precision=0, label="seed", scale=4)
         dice = gr.Button("random seed", scale=1, min_width=60)
-        num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="num_images per set-up", scale=4)
+        num_images = gr.Number(value=1, precision=0, label="num_images per set-up", scale=4,
+                               info=f"1 to {limits.max_images}")
         reference = gr.Checkbox(value=False, label="distance to a reference",
                                 info="exact for the Gaussian; else a many-step solve, cached per model and seed")
     with gr.Row():
@@ -435,7 +520,7 @@ def _compare_tab(limits: lab.Limits):
         stop = gr.Button("Stop", variant="stop", elem_id="compare-stop")
     preview = gr.Image(label="one row per set-up: noisy sample | predicted x0", format="jpeg", interactive=False,
                        elem_id="compare-preview")
-    status = gr.Markdown("")
+    status = gr.Markdown("", elem_id="compare-status")
     gallery = gr.Gallery(label="final images (PNG)", format="png", columns=6, height=300, preview=False,
                          buttons=["download", "download_all", "fullscreen"], elem_classes="pixelated",
                          object_fit="contain", fit_columns=False)

@@ -16,6 +16,7 @@ the reference, pictures and streaming. ``app.py`` and ``views/`` only draw contr
 from lab import reference
 from lab.catalog import (FALLBACK_MODEL, HUB_RESOLUTION, EXTRA_MODELS, ModelInfo, allow_any_hub_model,  # noqa: F401
                          check_model, default_model_available, emoji_categories, forget_models, initial_model,
+                         offered_models,
                          load_model, model_choices, model_description, register_model)
 from lab.compare import CompareProgress, compare  # noqa: F401
 from lab.generate import Progress, generate  # noqa: F401

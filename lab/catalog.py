@@ -46,6 +46,41 @@ def model_choices() -> list[str]:
     return list(embedded_models.EMBEDDED) + list(EXTRA_MODELS) + list(model_loading.ALLOWED_HUB_MODELS)
 
 
+def hub_cached(repo_id: str) -> bool:
+    """Whether a snapshot of ``repo_id`` is in the local hub cache (so it loads offline)."""
+    folder = Path(model_loading.hub_cache_dir()) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    return folder.is_dir() and any(folder.iterdir())
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """Whether the Hub answers from here (asked once per process: a TCP connect, 1.5 s at most)."""
+    import socket
+
+    if model_loading.hub_offline():
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=1.5).close()
+        return True
+    except OSError:
+        return False
+
+
+def offered_models(limits: Limits) -> tuple[list[str], str]:
+    """(the models the page offers: those that can run on this machine, one line saying why others are not)."""
+    too_big = [m for m in model_loading.ALLOWED_HUB_MODELS if HUB_RESOLUTION.get(m, 0) > limits.max_resolution]
+    unreachable = [m for m in model_loading.ALLOWED_HUB_MODELS
+                   if m not in too_big and not hub_cached(m) and not hub_reachable()]
+    offered = [m for m in model_choices() if m not in too_big and m not in unreachable]
+    why = []
+    if too_big:
+        why.append(f"{', '.join(too_big)} ({max(HUB_RESOLUTION[m] for m in too_big)} px images; this machine allows "
+                   f"MAX_RESOLUTION={limits.max_resolution} px)")
+    if unreachable:
+        why.append(f"{', '.join(unreachable)} (the Hub cannot be reached from here and it is not in the local cache)")
+    return offered, ("Not offered here: " + "; ".join(why) + ".") if why else ""
+
+
 def model_description(name: str) -> str:
     if name in embedded_models.EMBEDDED:
         return embedded_models.EMBEDDED[name]

@@ -688,8 +688,13 @@ def test_limits_from_the_environment_are_shown_on_the_page_and_enforced(server):
     assert demo.limits == lab.Limits.from_env(ENV)
     components = demo.config["components"]
     sliders = {c["props"].get("label"): c["props"] for c in components if c["type"] == "slider"}
-    assert sliders["steps"]["maximum"] == 60 and sliders["num_images"]["maximum"] == 3
+    numbers = {c["props"].get("elem_id") or c["props"].get("label"): c["props"] for c in components
+               if c["type"] == "number"}
+    assert numbers["generate-steps"]["info"] == "1 to 60" and numbers["num_images"]["info"] == "1 to 3"
     assert sliders["set-ups"]["maximum"] == 3
+    # no number box clamps what is typed (lab refuses an out-of-range value by name instead)
+    assert all(c["props"].get("minimum") is None and c["props"].get("maximum") is None
+               for c in components if c["type"] == "number")
     text = " ".join(str(c["props"].get("value")) for c in components if c["type"] == "markdown")
     for shown in ("steps ≤ 60", "NFE ≤ 100", "images ≤ 3", "set-ups ≤ 3", "resolution ≤ 32 px", "queue ≤ 8"):
         assert shown in text, shown

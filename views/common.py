@@ -8,6 +8,7 @@ except ImportError:
     spaces = None
 
 import inspect
+import logging
 
 import gradio as gr
 
@@ -15,6 +16,7 @@ import lab
 import samplers
 
 SLOT_FIELDS = ("sampler", "steps", "spacing")
+log = logging.getLogger("lab")
 
 
 def gpu(duration_of):
@@ -31,9 +33,22 @@ def named(fn, names):
     return fn
 
 
-def errors_as_gradio(exc: Exception):
-    # ValueError / FileNotFoundError carry "what is wrong and what is allowed" already
-    return gr.Error(str(exc), title="Invalid request" if isinstance(exc, ValueError) else "Not found")
+def errors_as_gradio(exc: Exception, endpoint: str = ""):
+    """A refusal (ValueError / FileNotFoundError: they carry what is wrong and what is allowed) as the
+    error the page shows and the API returns, logged as one line: a refusal is no fault of the server,
+    so no traceback (faults, any other exception, keep theirs)."""
+    text = str(exc)
+    log.warning("refused%s: %s", f" /{endpoint}" if endpoint else "", " ".join(text.split()))
+    return gr.Error(text, title="Invalid request" if isinstance(exc, ValueError) else "Not found",
+                    print_exception=False)
+
+
+def session_key(kind: str):
+    """(session, kind) of the request being handled, or None outside a queued request."""
+    from gradio.context import LocalContext
+
+    session = getattr(LocalContext.request.get(None), "session_hash", None)
+    return None if session is None else (session, kind)
 
 
 def cancel_watch():
@@ -83,7 +98,7 @@ def setup_slots(defaults, limits: lab.Limits) -> list:
         with gr.Row():
             controls.append(gr.Dropdown(choices=[("(none)", "")] + sampler_choices(), value=name,
                                         label=f"{i + 1}: sampler", scale=3))
-            controls.append(gr.Number(value=steps, precision=0, minimum=1, maximum=limits.max_steps, label="steps",
+            controls.append(gr.Number(value=steps, precision=0, label="steps",
                                       scale=1))
             controls.append(gr.Dropdown(choices=[("sampler default", "")]
                                         + list(lab.option_choices(samplers.OPTIONS["spacing"])),

@@ -195,14 +195,13 @@ def tab(ctx):
                 "not start at T-1 levels off at the error of its start. Clipping and thresholding of x0 are off here "
                 "(a model config may turn them on): they change the equation being solved.", elem_classes="hint")
     with gr.Row():
-        seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=1)
-        num_images = gr.Number(value=1, precision=0, minimum=1, maximum=max(limits.max_images, limits.max_points),
+        seed = gr.Number(value=0, precision=0, label="seed", scale=1)
+        num_images = gr.Number(value=1, precision=0,
                                label="num_images", info="images (points for 2-D models)", scale=1,
                                elem_id="errors-num-images")
         # a 2-D model's error is over a cloud of points; an image model's over a few images
         ctx["model_updates"].append((num_images, lambda info: gr.update(
             label=f"num_images ({'points' if info.kind == 'points' else 'images'})",
-            maximum=limits.max_points if info.kind == "points" else limits.max_images,
             value=min(200, limits.max_points) if info.kind == "points" else 1)))
         nfe = gr.Textbox(value=DEFAULT_NFE, label="nfe", info=f"NFE targets, up to {MAX_TARGETS}", scale=3)
     order_choices = [("sampler default", "")] + list(lab.option_choices(lab.option_of("order")))
@@ -233,7 +232,7 @@ def tab(ctx):
                 # map (a legend entry whose fitted order changed) makes it redraw with the new ones
                 yield gr.update(value=shown, color_map=colours), note, frame
         except (ValueError, FileNotFoundError) as exc:
-            raise errors_as_gradio(exc) from None
+            raise errors_as_gradio(exc, "errors") from None
 
     handler = named(gpu(lambda *v: gpu_seconds(dict(zip(PARAMS, v)), limits))(errors), PARAMS)
     event = run.click(handler, [ctx["model"], ctx["class_label"], ctx["guidance_scale"], ctx["guidance_rescale"],

@@ -47,7 +47,7 @@ def tab(ctx):
                 raise ValueError(f"y_axis={lab.short(axis)} is not allowed; allowed: {', '.join(Y_AXES)}")
             found = rows(given, limits)
         except (ValueError, FileNotFoundError) as exc:
-            raise errors_as_gradio(exc) from None
+            raise errors_as_gradio(exc, "schedule") from None
         frame = pd.DataFrame([[r[c] for c in COLUMNS] for r in found], columns=list(COLUMNS))
         # sigma 0 (the end) and inf (zero terminal SNR) have no finite logarithm: left out of the plot only
         shown = frame[frame["sigma"].map(lambda s: s is not None and 0 < s < float("inf"))].copy()

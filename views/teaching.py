@@ -201,9 +201,9 @@ def tab(ctx):
                 elem_classes="hint")
     with gr.Row():
         model = gr.Dropdown(choices=list(TWO_D_MODELS), value=TWO_D_MODELS[0], label="model (2-D)", scale=2)
-        points = gr.Number(value=DEFAULT_POINTS, precision=0, minimum=1,
-                           maximum=min(MAX_TRAJECTORIES, limits.max_points), label="points", scale=1)
-        seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=1)
+        points = gr.Number(value=DEFAULT_POINTS, precision=0, label="points", scale=1,
+                           info=f"1 to {min(MAX_TRAJECTORIES, limits.max_points)}")
+        seed = gr.Number(value=0, precision=0, label="seed", scale=1)
     slots = setup_slots(DEFAULTS[:SLOTS], limits)
     run = gr.Button("Run", variant="primary", elem_id="teaching-button")
     with gr.Row():
@@ -227,7 +227,7 @@ def tab(ctx):
         try:
             data = rows(dict(zip(PARAMS, values)), limits)
         except (ValueError, FileNotFoundError) as exc:
-            raise errors_as_gradio(exc) from None
+            raise errors_as_gradio(exc, "teaching") from None
 
         def table(found, columns):
             return pd.DataFrame([[r[c] for c in columns] for r in found], columns=list(columns))

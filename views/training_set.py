@@ -128,9 +128,9 @@ def tab(ctx):
                 "them. Distances: root-mean-square pixel difference (0-255).", elem_classes="hint")
     with gr.Row():
         sampler = gr.Dropdown(choices=sampler_choices(), value="ddim", label="sampler", scale=3)
-        steps = gr.Number(value=20, precision=0, minimum=1, maximum=limits.max_steps, label="steps", scale=1)
-        seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=1)
-        num_images = gr.Number(value=4, precision=0, minimum=1, maximum=limits.max_images, label="num_images",
+        steps = gr.Number(value=20, precision=0, label="steps", scale=1)
+        seed = gr.Number(value=0, precision=0, label="seed", scale=1)
+        num_images = gr.Number(value=4, precision=0, label="num_images",
                                scale=1)
     with gr.Row():
         run = gr.Button("Run", variant="primary", elem_id="training-set-button")
@@ -153,7 +153,7 @@ def tab(ctx):
                     frame = pd.DataFrame([[r[c] for c in COLUMNS] for r in result["rows"]], columns=list(COLUMNS))
                     yield note, result["picture"], frame
         except (ValueError, FileNotFoundError) as exc:
-            raise errors_as_gradio(exc) from None
+            raise errors_as_gradio(exc, "training_set") from None
 
     handler = named(gpu(lambda *v: gpu_seconds(dict(zip(PARAMS, v)), limits))(training_set), PARAMS)
     event = run.click(handler, [ctx["model"], ctx["class_label"], ctx["guidance_scale"], sampler, steps, seed,

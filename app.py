@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 
 import gradio as gr
+import pandas as pd   # comes with gradio
 
 import lab
 import samplers
@@ -39,6 +40,7 @@ ROW_FIELDS = ("sampler", "steps", "order", "eta", "spacing")   # the controls of
 EXTRA_TABS: list = [("Schedule", views.schedule.tab), ("2-D", views.teaching.tab),
                     ("Error vs steps", views.errors.tab), ("Network vs training set", views.training_set.tab)]
 DEFAULT_ROWS = ("ddim", "unipc", "ipndm", "euler", "dpm++2s-a", "plms")
+COMPARE_COLUMNS = ("set-up", "sampler", "NFE", "finished at (s into the shared batch)", "distance")
 TRACE_COLUMNS = ("nfe", "t", "sigma", "change", "x0_change", "x0_to_final", "x_rms", "x0_rms")
 CHANGE_SERIES = {"change": "sample x: |x_i - x_i-1| / |x_i|", "x0_change": "x0: |x0_i - x0_i-1| / |x0_i|",
                  "x0_to_final": "x0 to the final image: |x0_i - x| / |x|"}
@@ -348,8 +350,12 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
                         dist = "" if r["distance"] is None else f" · d={r['distance']:.4g}"
                         gallery += [(img, f"{r['setup']}: {r['label']} · NFE {r['nfe']} · done at {r['finished_at_seconds']:.2f} s{dist}")
                                     for img in pics]
-                    table = [[r["setup"], r["label"], r["nfe"], r["finished_at_seconds"], r["distance"]] for r in p.results]
-                    note = f"done in {p.seconds:.2f} s (batched)"
+                    table = lab.tables.styled(pd.DataFrame(
+                        [[r["setup"], r["label"], r["nfe"], r["finished_at_seconds"], r["distance"]] for r in p.results],
+                        columns=list(COMPARE_COLUMNS)))
+                    # the set-ups share one batch per round: a row's time is when it finished inside it
+                    note = (f"batch done in {p.seconds:.3g} s (all set-ups together, one forward pass per round); "
+                            f"each row's time is when it finished inside that shared batch")
                     if p.info.get("reference"):
                         note += f"; distance d = RMS difference to {p.info['reference']}"
                     if p.info.get("notice"):
@@ -413,7 +419,7 @@ def trace_outputs(trace: dict) -> tuple:
     norm = pd.DataFrame([dict(nfe=r["nfe"], series=label, value=r[key])
                          for key, label in NORM_SERIES.items() for r in rows if r[key] is not None],
                         columns=["nfe", "series", "value"])
-    table = pd.DataFrame([[r[c] for c in TRACE_COLUMNS] for r in rows], columns=list(TRACE_COLUMNS))
+    table = lab.tables.styled(pd.DataFrame([[r[c] for c in TRACE_COLUMNS] for r in rows], columns=list(TRACE_COLUMNS)))
     return note, strip, change, norm, table
 
 
@@ -524,8 +530,7 @@ def _compare_tab(limits: lab.Limits):
     gallery = gr.Gallery(label="final images (PNG)", format="png", columns=6, height=300, preview=False,
                          buttons=["download", "download_all", "fullscreen"], elem_classes="pixelated",
                          object_fit="contain", fit_columns=False)
-    table = gr.Dataframe(headers=["set-up", "sampler", "NFE", "seconds", "distance"], interactive=False,
-                         label="results")
+    table = gr.Dataframe(headers=list(COMPARE_COLUMNS), interactive=False, label="results")
     with gr.Accordion("Details (JSON): the set-ups as /compare takes them, and the results", open=False):
         setups = gr.JSON(label="setups", value=[])
         info = gr.JSON(label="results")

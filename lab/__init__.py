@@ -13,7 +13,7 @@ the reference, pictures and streaming. ``app.py`` and ``views/`` only draw contr
     pictures.py   images, previews, scatter plots    streaming.py  worker thread, preview throttle
     tables.py     numbers for tables (significant digits)    analysis.py  page data (samplers.analysis)
 """
-from lab import reference
+from lab import reference, tables  # noqa: F401
 from lab.catalog import (FALLBACK_MODEL, HUB_RESOLUTION, EXTRA_MODELS, ModelInfo, allow_any_hub_model,  # noqa: F401
                          check_model, default_model_available, emoji_categories, forget_models, initial_model,
                          offered_models,

@@ -16,3 +16,12 @@ def sig(value, digits: int = DIGITS):
 def rows(table, digits: int = DIGITS) -> list[list]:
     """Every float of a list of rows rounded to ``digits`` significant digits."""
     return [[sig(v, digits) for v in row] for row in table]
+
+
+def styled(frame, digits: int = DIGITS):
+    """A pandas DataFrame that shows its floats with ``digits`` significant digits while its data keep
+    full precision (Gradio sends both: the page draws the shown text, an API client reads the data)."""
+    def shown(v):
+        return f"{v:.{digits}g}" if isinstance(v, float) and math.isfinite(v) else ("" if v is None else str(v))
+
+    return frame.style.format(shown)

@@ -174,7 +174,7 @@ def frames(found: list[dict]):
     points = [dict(curve=names[r["setup"]], log10_nfe=math.log10(r["nfe"]), log10_error=math.log10(r["error"]),
                    nfe=r["nfe"], error=r["error"]) for r in found if r["error"]]
     colours = {name: COLOURS[(setup - 1) % len(COLOURS)] for setup, name in names.items()}
-    table = pd.DataFrame([[r[c] for c in COLUMNS] for r in found], columns=list(COLUMNS))
+    table = lab.tables.styled(pd.DataFrame([[r[c] for c in COLUMNS] for r in found], columns=list(COLUMNS)))
     return (pd.DataFrame(points) if points else None), colours or None, table
 
 

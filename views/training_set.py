@@ -150,7 +150,8 @@ def tab(ctx):
                 if result is None:
                     yield note, (gr.skip() if shown is None else shown), gr.skip()
                 else:
-                    frame = pd.DataFrame([[r[c] for c in COLUMNS] for r in result["rows"]], columns=list(COLUMNS))
+                    frame = lab.tables.styled(pd.DataFrame([[r[c] for c in COLUMNS] for r in result["rows"]],
+                                                           columns=list(COLUMNS)))
                     yield note, result["picture"], frame
         except (ValueError, FileNotFoundError) as exc:
             raise errors_as_gradio(exc, "training_set") from None

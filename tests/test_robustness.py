@@ -280,6 +280,75 @@ def test_compare_answers_every_input_with_a_result_or_an_error_naming_the_parame
     check_answer(server, "compare", kwargs)
 
 
+# Many cheap inputs: tiny models, at most a few steps, so a thousand of them cost about a minute.
+# (no None or "": those mean the default network, which is not cheap)
+CHEAP_MODELS = st.one_of(st.sampled_from(["gaussian", "mixture-2d", "gaussian", "mixture-2d"]),
+                         st.sampled_from(["../gaussian", "/etc/passwd", "someone/else", "google/ddpm-church-256",
+                                          "gaussian\n", "GAUSSIAN", 3, True, "x" * 300, "🙂"]))
+
+
+@st.composite
+def cheap_setup(draw):
+    values = {"sampler": draw(st.one_of(st.sampled_from(SAMPLERS), HOSTILE)),
+              "steps": draw(st.one_of(st.integers(1, 3), st.integers(1, 3), st.integers(-3, 70), HOSTILE))}
+    values.update(draw(st.lists(OPTION_VALUES, max_size=3)))
+    return values
+
+
+@st.composite
+def cheap_generate_inputs(draw):
+    values = {"model": draw(CHEAP_MODELS), **draw(cheap_setup()),
+              "seed": draw(st.one_of(st.integers(0, 2**63 - 1), HOSTILE)),
+              "num_images": draw(st.one_of(st.integers(1, 3), st.integers(-2, 100), HOSTILE))}
+    for name in ("class_label", "guidance_scale", "guidance_rescale", "rescale_betas_zero_snr"):
+        if draw(st.integers(0, 3)) == 0:
+            values[name] = draw(st.one_of(st.integers(-2, 5), st.floats(-1, 25), HOSTILE))
+    return {k: v for k, v in values.items() if k in lab.generate_params()}
+
+
+@st.composite
+def cheap_compare_inputs(draw):
+    values = {"model": draw(CHEAP_MODELS),
+              "setups": draw(st.one_of(st.lists(cheap_setup(), min_size=1, max_size=3), HOSTILE)),
+              "seed": draw(st.one_of(st.integers(0, 1000), HOSTILE)),
+              "num_images": draw(st.one_of(st.integers(1, 3), HOSTILE))}
+    if draw(st.booleans()):
+        values["reference"] = draw(st.one_of(st.booleans(), HOSTILE))
+    return values
+
+
+def check_answer_raw(server, api: str, kwargs: dict) -> None:
+    """check_answer over plain HTTP (no file downloads: far cheaper per input), the check after a refusal
+    included."""
+    demo, url, _ = server
+    record(api, kwargs)
+    params = lab.generate_params() if api == "generate" else list(lab.COMPARE_PARAMS)
+    event, data = call_raw(url, api, params, kwargs)
+    if event == "complete":
+        assert len(json.loads(data)) == (10 if api == "generate" else 5)
+    else:
+        assert GENERIC_ERROR not in data and data.strip() and names_a_parameter(data, kwargs), (kwargs, event, data)
+        seed = len(TRIED) % 7
+        event, data = call_raw(url, "generate", lab.generate_params(),
+                               dict(model="gaussian", sampler="ddim", steps=4, seed=seed, num_images=16))
+        assert event == "complete", data
+        points = np.array(json.loads(data)[3]["points"])
+        assert np.allclose(points, gaussian_points("ddim", 4, seed, 16), atol=1e-6)
+    wait_idle()
+
+
+@settings(parent=ROBUST, max_examples=650)
+@given(kwargs=cheap_generate_inputs())
+def test_many_cheap_generate_inputs_are_each_answered_by_name(server, kwargs):
+    check_answer_raw(server, "generate", kwargs)
+
+
+@settings(parent=ROBUST, max_examples=250)
+@given(kwargs=cheap_compare_inputs())
+def test_many_cheap_compare_inputs_are_each_answered_by_name(server, kwargs):
+    check_answer_raw(server, "compare", kwargs)
+
+
 HOSTILE_VALUES = [math.nan, -math.inf, 10**400, 2**64 + 1, "1e999", "nan", "", [1, "a"], {"a": 1}, True, "🙂",
                   "x" * 5000]
 
@@ -739,7 +808,7 @@ def test_distinct_inputs_were_tried():
     if len(TRIED) < 50:
         pytest.skip("counts the inputs of the whole module; run it with the rest of the module")
     print(f"\n[robustness] distinct inputs tried so far: {len(TRIED)}")
-    assert len(TRIED) >= 100
+    assert len(TRIED) >= 1000
 
 
 # ---------------------------------------------------------------------------------------------

@@ -274,7 +274,7 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
                 for name, low, high in (("steps", 1, limits.max_steps), ("seed", 0, lab.MAX_SEED),
                                         ("num_images", 1, max(limits.max_images, limits.max_points))):
                     if given.get(name) in (None, ""):
-                        lab.check_int(name, given.get(name), low, high)   # raises, naming the range
+                        lab.check_int(name, "", low, high)   # raises: "steps='' must be an integer (allowed: ...)"
                 lab.parse_generate(given, limits)
             except ValueError as exc:
                 raise errors_as_gradio(exc, "generate") from None
@@ -293,7 +293,9 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
                          gen_params)
         gen_inputs = [model, gen["sampler"], gen["steps"], gen["seed"], gen["num_images"], class_label,
                       guidance_scale, guidance_rescale, zero_snr, *gen["options"]]
-        checked = gen["run"].click(check_page, gen_inputs, None, api_visibility="private", queue=False)
+        # queued (the page shows a queued event's error as a message; not one of a queue=False event)
+        checked = gen["run"].click(check_page, gen_inputs, None, api_visibility="private", concurrency_limit=None,
+                                   preprocess=False, show_progress="hidden")   # raw values: a Number's preprocessing would round 2.5 to 3
         gen_event = checked.success(
             generate, gen_inputs,
             [gen["preview"], gen["status"], gen["gallery"], gen["settings"], gen["code"], *gen["trace"]],
@@ -380,7 +382,8 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
                         compare_params)
         row_values = [row[f] for row in cmp["rows"] for f in ROW_FIELDS]
         collected = cmp["run"].click(collect, [cmp["count"], *row_values], cmp["setups"], api_visibility="private",
-                                     queue=False)
+                                     concurrency_limit=None, preprocess=False,   # raw: as typed, not rounded
+                                     show_progress="hidden")
         cmp_event = collected.success(
             compare, [model, cmp["setups"], cmp["seed"], cmp["num_images"], class_label, guidance_scale,
                       guidance_rescale, zero_snr, cmp["reference"]],
@@ -450,7 +453,8 @@ def _generate_tab(limits: lab.Limits, options):
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, label="seed", scale=4)
                 dice = gr.Button("random seed", scale=1, min_width=60)
-            num_images = gr.Number(value=1, precision=0, label="num_images", info=f"1 to {limits.max_images}")
+            num_images = gr.Number(value=1, precision=0, label="num_images", info=f"1 to {limits.max_images}",
+                                   elem_id="generate-num-images")
             main = [o for o in options if lab.is_main(o)]
             more = [o for o in options if not lab.is_main(o)]
             comps = {}

@@ -337,13 +337,13 @@ def check_answer_raw(server, api: str, kwargs: dict) -> None:
     wait_idle()
 
 
-@settings(parent=ROBUST, max_examples=650)
+@settings(parent=ROBUST, max_examples=720)
 @given(kwargs=cheap_generate_inputs())
 def test_many_cheap_generate_inputs_are_each_answered_by_name(server, kwargs):
     check_answer_raw(server, "generate", kwargs)
 
 
-@settings(parent=ROBUST, max_examples=250)
+@settings(parent=ROBUST, max_examples=300)
 @given(kwargs=cheap_compare_inputs())
 def test_many_cheap_compare_inputs_are_each_answered_by_name(server, kwargs):
     check_answer_raw(server, "compare", kwargs)
@@ -759,7 +759,7 @@ def test_limits_from_the_environment_are_shown_on_the_page_and_enforced(server):
     sliders = {c["props"].get("label"): c["props"] for c in components if c["type"] == "slider"}
     numbers = {c["props"].get("elem_id") or c["props"].get("label"): c["props"] for c in components
                if c["type"] == "number"}
-    assert numbers["generate-steps"]["info"] == "1 to 60" and numbers["num_images"]["info"] == "1 to 3"
+    assert numbers["generate-steps"]["info"] == "1 to 60" and numbers["generate-num-images"]["info"] == "1 to 3"
     assert sliders["set-ups"]["maximum"] == 3
     # no number box clamps what is typed (lab refuses an out-of-range value by name instead)
     assert all(c["props"].get("minimum") is None and c["props"].get("maximum") is None

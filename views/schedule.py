@@ -48,7 +48,7 @@ def tab(ctx):
             found = rows(given, limits)
         except (ValueError, FileNotFoundError) as exc:
             raise errors_as_gradio(exc, "schedule") from None
-        frame = lab.tables.styled(pd.DataFrame([[r[c] for c in COLUMNS] for r in found], columns=list(COLUMNS)))
+        frame = pd.DataFrame([[r[c] for c in COLUMNS] for r in found], columns=list(COLUMNS))
         # sigma 0 (the end) and inf (zero terminal SNR) have no finite logarithm: left out of the plot only
         shown = frame[frame["sigma"].map(lambda s: s is not None and 0 < s < float("inf"))].copy()
         shown["value"] = [math.log10(s) if axis == Y_AXES[0] else -math.log(s) for s in shown["sigma"]]

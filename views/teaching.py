@@ -230,7 +230,7 @@ def tab(ctx):
             raise errors_as_gradio(exc, "teaching") from None
 
         def table(found, columns):
-            return lab.tables.styled(pd.DataFrame([[r[c] for c in columns] for r in found], columns=list(columns)))
+            return pd.DataFrame([[r[c] for c in columns] for r in found], columns=list(columns))
 
         colours = {r["label"]: _hex(COLOURS[i % len(COLOURS)]) for i, r in enumerate(data["setups"])}
         colours.update(reference=_hex(REFERENCE), data="#9ecae1")

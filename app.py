@@ -3,20 +3,23 @@
     python app.py            # host/port from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 7860)
 
 The page assembles the tabs (views/compare.py, views/generate.py and the explanatory views) around
-the shared model block and wires them; validation, models and the sampling loops live in
-``runner.py``. Named API endpoints: ``/generate``, ``/compare`` and one per view in ``views/``.
+the shared model block and wires them; validation, models and the sampling loops live in the ``lab``
+package. Named API endpoints: ``/generate``, ``/compare`` and one per view in ``views/`` (see README).
 """
 from __future__ import annotations
 
 # ZeroGPU wants `spaces` imported before torch (views.common imports it first); elsewhere it is absent.
-from views.common import cancel_watch, errors_as_gradio, gpu, named, sampler_choices, spaces  # noqa: I001
+from views.common import cancel_watch, errors_as_gradio, gpu, named, sampler_choices, session_key, spaces  # noqa: I001
 
 import os
 import random
+import time
+from collections import OrderedDict
 
 import gradio as gr
+import pandas as pd   # comes with gradio
 
-import runner
+import lab
 import samplers
 import views.compare
 import views.errors
@@ -25,7 +28,7 @@ import views.schedule
 import views.teaching
 import views.training_set
 from views import explain
-from views.generate import ORDER_OPTION, TRACE_WHILE_RUNNING, option_updates, spacing_updates
+from views.generate import TRACE_WHILE_RUNNING, option_updates, spacing_updates
 from views.plots import trace_figures
 
 TITLE = "Sampler Lab"
@@ -49,18 +52,43 @@ TRACE_COLUMNS = ("nfe", "t", "sigma", "change", "x0_change", "x0_to_final", "x_r
 CHANGE_SERIES = {"change": "sample x: |x_i - x_i-1| / |x_i|", "x0_change": "x0: |x0_i - x0_i-1| / |x0_i|",
                  "x0_to_final": "x0 to the final image: |x0_i - x| / |x|"}
 NORM_SERIES = {"x_rms": "sample x", "x0_rms": "predicted x0"}
+# The latest run of each (session, tab), so the page's Stop can say where it stopped and keep what ran.
+LIVE: OrderedDict = OrderedDict()
+LIVE_SIZE = 256
+
+
+def live_run(kind: str) -> lab.Live:
+    live = lab.Live()
+    key = session_key(kind)
+    if key is not None:
+        LIVE[key] = live
+        LIVE.move_to_end(key)
+        while len(LIVE) > LIVE_SIZE:
+            LIVE.popitem(last=False)
+    return live
+
+
+def stopped_run(kind: str, wait: float = 5.0) -> lab.Live | None:
+    """This session's latest run of ``kind`` once its Stop has landed; None if nothing was stopped."""
+    live = LIVE.get(session_key(kind))
+    if live is None or live.record is None:
+        return None
+    deadline = time.time() + wait
+    while live.record.status == "running" and time.time() < deadline:
+        time.sleep(0.01)
+    return live if live.record.status == "stopped" else None
 
 
 # ---------------------------------------------------------------------------------------------
 # The page
 
 
-def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
-    limits = limits or runner.Limits.from_env()
-    options = runner.request_options()
-    start_model, start_notice = runner.initial_model()
-    choices = runner.model_choices()
-    gen_params = runner.generate_params()
+def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
+    limits = limits or lab.Limits.from_env()
+    options = lab.request_options()
+    start_model, start_notice = lab.initial_model()
+    choices, missing = lab.offered_models(limits)
+    gen_params = lab.generate_params()
 
     with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\nDiffusion samplers turn noise into a picture in a few model evaluations. Here they "
@@ -70,21 +98,24 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
         # the model block: hidden on the tabs that have their own model (2-D, Network vs training set).
         # Controls are hidden one by one, not through their row: Gradio drops value updates to the
         # children of a row hidden in the same update, and a hidden control still sends its value.
+        # Numbers without minimum / maximum: Gradio clamps a typed value silently; lab refuses it by name.
         with gr.Group(elem_id="model-block") as model_block:
             with gr.Row():
                 model = gr.Dropdown(choices=choices, value=start_model, label="Model",
-                                    allow_custom_value=runner.allow_any_hub_model(), scale=2,
-                                    info="embedded, analytic (exact answers) or allow-listed hub models")
+                                    allow_custom_value=lab.allow_any_hub_model(), scale=2,
+                                    info="embedded, analytic (exact answers) or allow-listed hub models that run here")
                 class_label = gr.Dropdown(choices=["none"], value="none", label="Class", scale=2,
                                           info="which kind of picture to draw")
-                guidance_scale = gr.Number(value=None, minimum=0, maximum=20, step=0.5, label="Guidance scale",
-                                           info="classifier-free guidance: 1 = off", scale=1)
-                guidance_rescale = gr.Number(value=None, minimum=0, maximum=1, step=0.05, label="Guidance rescale",
-                                             info="pull guided contrast back (~0.7)", scale=1)
+                guidance_scale = gr.Number(value=None, step=0.5, label="Guidance scale",
+                                           info="classifier-free guidance, 0 to 20: 1 = off", scale=1)
+                guidance_rescale = gr.Number(value=None, step=0.05, label="Guidance rescale",
+                                             info="pull guided contrast back, 0 to 1 (~0.7)", scale=1)
                 zero_snr = gr.Checkbox(value=False, label="Zero terminal SNR", visible=False, scale=1,
                                        info="for v-prediction models trained with it (Lin et al.)")
-            model_info = gr.Markdown(runner.model_description(start_model), elem_classes="hint",
+            model_info = gr.Markdown(lab.model_description(start_model), elem_classes="hint",
                                      elem_id="model-info")
+            gr.Markdown(missing, elem_classes="hint", elem_id="models-missing", visible=bool(missing))
+        working = gr.State(start_model)   # the last model that loaded: where a failed choice returns to
 
         with gr.Tabs(overflow_behavior="wrap", elem_id="tabs"):
             with gr.Tab("Compare", id="compare") as compare_tab:
@@ -111,14 +142,18 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
         # -- model: conditioning controls, option defaults of both tabs
         row_outputs = [c for row in cmp["rows"] for c in (row["order"], row["eta"], row["spacing"])]
 
-        def model_changed(model_name, current_class, sampler_name, *row_samplers, keep_class=True):
+        def model_changed(model_name, previous, current_class, sampler_name, *row_samplers, keep_class=True):
             try:
-                name = runner.check_model(model_name)
-                _, info = runner.load_model(name, limits)
+                name = lab.check_model(model_name)
+                _, info = lab.load_model(name, limits)
             except (ValueError, FileNotFoundError, OSError) as exc:
-                skip = [gr.skip()] * (8 + len(options) + len(row_outputs) + len(ctx["model_updates"]))
-                return [gr.update(value=f"⚠️ {exc}", visible=True)] + skip
-            text = f"**{info.loaded}** — {runner.model_description(info.loaded)}; predicts {info.prediction_type}"
+                # back to the model that worked: every other control is left as it was drawn for it
+                errors_as_gradio(exc, "model")
+                skip = [gr.skip()] * (7 + len(options) + len(row_outputs) + len(ctx["model_updates"]))
+                back = previous if model_name != previous else lab.initial_model()[0]
+                return [gr.update(value=f"⚠️ {exc}. Back to **{back}**.", visible=True), gr.update(value=back),
+                        back] + skip
+            text = f"**{info.loaded}** — {lab.model_description(info.loaded)}; predicts {info.prediction_type}"
             text += f"; samples of shape {list(info.event_shape)}"
             # an unconditional model still gets a value: a hidden control keeps sending what it holds
             label_choices = ["none"] + list(info.classes or [])
@@ -134,30 +169,35 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             count_label = "Points" if info.kind == "points" else "Images"
             count_max = limits.max_points if info.kind == "points" else limits.max_images
             count_value = min(500, count_max) if info.kind == "points" else 1
+            # after a failed choice the warning stays up while the page returns to the working model
+            keep = name == previous and not info.notice
             return [
-                gr.update(value=f"⚠️ {info.notice}" if info.notice else "", visible=bool(info.notice)),
+                gr.skip() if keep else gr.update(value=f"⚠️ {info.notice}" if info.notice else "",
+                                                 visible=bool(info.notice)),
+                gr.update(), name,
                 gr.update(value=text),
                 gr.update(choices=label_choices, value=class_value, visible=info.classes is not None),
                 gr.update(value=info.default_guidance if info.guidance else None, visible=info.guidance),
                 gr.update(value=0.0 if info.guidance else None, visible=info.guidance),
                 gr.update(visible=info.prediction_type == "v_prediction", value=False),
-                gr.update(label=count_label, maximum=count_max, value=count_value),
-                gr.update(label=f"{count_label} per set-up", maximum=count_max,
+                gr.update(label=count_label, info=f"1 to {count_max}", value=count_value),
+                gr.update(label=f"{count_label} per set-up", info=f"1 to {count_max}",
                           value=min(views.compare.DEFAULT_IMAGES, count_max) if info.kind == "image"
                           else min(count_value, 200)),
                 *updates, gr.update(value=hint), *rows, *[update(info) for _, update in ctx["model_updates"]]]
 
-        model_outputs = [notice, model_info, class_label, guidance_scale, guidance_rescale, zero_snr,
+        model_outputs = [notice, model, working, model_info, class_label, guidance_scale, guidance_rescale, zero_snr,
                          gen["num_images"], cmp["num_images"], *gen["options"], gen["hint"], *row_outputs,
                          *[component for component, _ in ctx["model_updates"]]]
-        model_inputs = [model, class_label, gen["sampler"]] + [row["sampler"] for row in cmp["rows"]]
+        model_inputs = [model, working, class_label, gen["sampler"]] + [row["sampler"] for row in cmp["rows"]]
+        # .input, not .change: a failed choice sets the dropdown back to the working model without a reload
         model.input(model_changed, model_inputs, model_outputs, api_visibility="private", show_progress="hidden")
         # the page load: the model's classes and defaults, then the comparison the page opens on
-        loaded = demo.load(lambda *v: model_changed(*v, keep_class=False), model_inputs, model_outputs, api_visibility="private",
-                           show_progress="hidden")
+        loaded = demo.load(lambda *v: model_changed(*v, keep_class=False), model_inputs, model_outputs,
+                           api_visibility="private", show_progress="hidden")
 
         def opening(model_name):
-            preview_file = runner.PreviewFile()
+            preview_file = lab.PreviewFile()
             try:
                 for picture, status, gallery, table, info in views.compare.arrival(model_name, limits):
                     if gallery is None:
@@ -193,7 +233,7 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
         def nfe_changed(*values):
             given = dict(zip(gen_params, values))
             try:
-                request = runner.parse_generate(given, limits)
+                request = lab.parse_generate(given, limits)
             except (ValueError, FileNotFoundError):
                 return gr.update()
             return views.generate.nfe_text(_info_or_none(request.model, limits), request, limits)
@@ -205,10 +245,11 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             # Every update carries a value for every output: a file path for the preview (the same
             # one until a new preview is drawn) and None for the final outputs until the end.
             # gr.skip() would cost Gradio a new component per output per update (~5 ms a step).
-            preview_file = runner.PreviewFile()
+            preview_file = lab.PreviewFile()
+            live = live_run("generate")
             try:
-                request = runner.parse_generate(dict(zip(gen_params, values)), limits)
-                for p in runner.in_background(lambda: runner.generate(request, limits), cancelled=cancel_watch()):
+                request = lab.parse_generate(dict(zip(gen_params, values)), limits)
+                for p in lab.in_background(lambda: lab.generate(request, limits, live=live), cancelled=cancel_watch()):
                     shown = preview_file.update(p.preview)
                     if not p.done:
                         yield shown, p.status(), None, None, None, *TRACE_WHILE_RUNNING
@@ -220,13 +261,39 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                            {k: v for k, v in p.info.items() if k not in ("code",)}, p.info["code"],
                            note, preview_file.png(strip, f"trace-{id(p)}"), change, norm, table)
             except (ValueError, FileNotFoundError) as exc:
-                raise errors_as_gradio(exc) from None
+                raise errors_as_gradio(exc, "generate") from None
             finally:
                 preview_file.close()
 
-        generate = named(gpu(lambda *v: runner.generate_gpu_seconds(dict(zip(gen_params, v)), limits))(generate),
+        def check_page(*values):
+            """The page's values, checked before a run is queued. An empty box is refused here (through the
+            API an omitted value means the default); every other value as /generate checks it."""
+            given = dict(zip(gen_params, values))
+            try:
+                for name, low, high in (("steps", 1, limits.max_steps), ("seed", 0, lab.MAX_SEED),
+                                        ("num_images", 1, max(limits.max_images, limits.max_points))):
+                    if given.get(name) in (None, ""):
+                        lab.check_int(name, "", low, high)   # raises: "steps='' must be an integer (allowed: ...)"
+                lab.parse_generate(given, limits)
+            except ValueError as exc:
+                raise errors_as_gradio(exc, "generate") from None
+
+        def stop_generate():
+            """After Stop: where the run stopped, its last picture and the trace of what ran."""
+            live = stopped_run("generate")
+            if live is None:
+                return [gr.skip()] * 7
+            step = live.latest[0]
+            shown = None if step is None else lab.preview(step.x, step.x0, live.info)
+            trace = trace_outputs(live.tracer.result()) if live.tracer.kept else TRACE_WHILE_RUNNING
+            return (shown, live.stopped_status(), *trace)
+
+        generate = named(gpu(lambda *v: lab.generate_gpu_seconds(dict(zip(gen_params, v)), limits))(generate),
                          gen_params)
-        gen_event = gen["run"].click(
+        # queued (the page shows a queued event's error as a message; not one of a queue=False event)
+        checked = gen["run"].click(check_page, gen_inputs, None, api_visibility="private", concurrency_limit=None,
+                                   preprocess=False, show_progress="hidden")   # raw values: a Number's preprocessing would round 2.5 to 3
+        gen_event = checked.success(
             generate, gen_inputs,
             [gen["preview"], gen["status"], gen["gallery"], gen["settings"], gen["code"], *gen["trace"]],
             api_name="generate", concurrency_id="model", concurrency_limit=limits.concurrency, preprocess=False,
@@ -235,7 +302,9 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
                             "step i/N, NFE, t and sigma after every model evaluation; at the end the images, "
                             "settings, code and the run's trace (x0 strip, change and RMS plotly figures, one "
                             "row per evaluation).")
-        gen["stop"].click(None, None, None, cancels=[gen_event], api_visibility="private")
+        gen["stop"].click(stop_generate, None, [gen["preview"], gen["status"], *gen["trace"]], cancels=[gen_event],
+                          api_name="stop_generate", api_visibility="undocumented", concurrency_limit=None,
+                          show_progress="hidden")
         gen["dice"].click(lambda: random.randint(0, 2**31 - 1), None, gen["seed"], api_visibility="private",
                           queue=False)
 
@@ -243,10 +312,10 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
         def row_nfe(model_name, sampler_name, steps, order, eta, spacing):
             info = _info_or_none(model_name, limits)
             try:
-                spec = runner.check_setup({k: v for k, v in dict(sampler=sampler_name, steps=steps, order=order,
+                spec = lab.check_setup({k: v for k, v in dict(sampler=sampler_name, steps=steps, order=order,
                                                                   eta=eta, spacing=spacing).items()
                                            if v not in (None, "")}, limits)
-                sampler = runner.build_sampler(info, spec, runner.Conditioning(), limits) if info else None
+                sampler = lab.build_sampler(info, spec, lab.Conditioning(), limits) if info else None
             except ValueError:
                 return ""
             return "" if sampler is None else explain.nfe_note(sampler.name, sampler.steps, int(sampler.nfe))
@@ -296,28 +365,43 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             setups = []
             for i in range(int(count or 0)):
                 entry = dict(zip(ROW_FIELDS, values[i * len(ROW_FIELDS):(i + 1) * len(ROW_FIELDS)]))
+                if entry["steps"] in (None, ""):   # an empty box is told, not run at a default
+                    try:
+                        lab.check_int("steps", entry["steps"], 1, limits.max_steps)
+                    except ValueError as exc:
+                        raise errors_as_gradio(ValueError(f"setups[{i}]: {exc}"), "compare") from None
                 setups.append({k: v for k, v in entry.items() if v is not None and v != ""})
             return setups
 
-        compare_params = list(runner.COMPARE_PARAMS)
+        compare_params = list(lab.COMPARE_PARAMS)
 
         def compare(*values):
-            preview_file = runner.PreviewFile()   # see generate() for why every update carries values
+            preview_file = lab.PreviewFile()   # see generate() for why every update carries values
+            live = live_run("compare")
             try:
-                request = runner.parse_compare(dict(zip(compare_params, values)), limits)
-                for picture, status, gallery, table, info in views.compare.updates(request, limits, cancel_watch()):
+                request = lab.parse_compare(dict(zip(compare_params, values)), limits)
+                for picture, status, gallery, table, info in views.compare.updates(request, limits, cancel_watch(),
+                                                                                   live=live):
                     shown = preview_file.update(picture) if gallery is None else picture
                     yield shown, status, gallery, table, info
             except (ValueError, FileNotFoundError) as exc:
-                raise errors_as_gradio(exc) from None
+                raise errors_as_gradio(exc, "compare") from None
             finally:
                 preview_file.close()
 
-        compare = named(gpu(lambda *v: runner.compare_gpu_seconds(dict(zip(compare_params, v)), limits))(compare),
+        def stop_compare():
+            """After Stop: where each set-up stopped, and their last pictures."""
+            live = stopped_run("compare")
+            if live is None:
+                return gr.skip(), gr.skip()
+            return views.compare.stopped_picture(live), live.stopped_status()
+
+        compare = named(gpu(lambda *v: lab.compare_gpu_seconds(dict(zip(compare_params, v)), limits))(compare),
                         compare_params)
         row_values = [row[f] for row in cmp["rows"] for f in ROW_FIELDS]
         collected = cmp["run"].click(collect, [cmp["count"], *row_values], cmp["setups"], api_visibility="private",
-                                     queue=False)
+                                     concurrency_limit=None, preprocess=False,   # raw: as typed, not rounded
+                                     show_progress="hidden")
         cmp_event = collected.success(
             compare, [model, cmp["setups"], cmp["seed"], cmp["num_images"], class_label, guidance_scale,
                       guidance_rescale, zero_snr, cmp["reference"]],
@@ -326,8 +410,11 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
             show_progress="minimal", show_progress_on=cmp["status"],
             api_description="Run up to MAX_COMPARE sampler set-ups from the same noise, batched through the "
                             "network; returns the labelled picture (one row per set-up), the images, a table "
-                            "(set-up, label, steps, NFE, distance) and the results JSON.")
-        cmp["stop"].click(None, None, None, cancels=[cmp_event], api_visibility="private")
+                            "(set-up, label, steps, NFE, when it finished inside the shared batch, distance) "
+                            "and the results JSON.")
+        cmp["stop"].click(stop_compare, None, [cmp["preview"], cmp["status"]], cancels=[cmp_event],
+                          api_name="stop_compare", api_visibility="undocumented", concurrency_limit=None,
+                          show_progress="hidden")
         cmp["dice"].click(lambda: random.randint(0, 2**31 - 1), None, cmp["seed"], api_visibility="private",
                           queue=False)
     demo.limits = limits
@@ -335,41 +422,41 @@ def build_app(limits: runner.Limits | None = None) -> gr.Blocks:
 
 
 def trace_outputs(trace: dict) -> tuple:
-    """A run's trace (runner.Tracer.result) as the note, x0 strip, two plots and the table under Generate."""
+    """A run's trace (lab.Tracer.result) as the note, x0 strip, two plots and the table under Generate."""
     import pandas as pd   # comes with gradio
 
     rows = trace["rows"]
     commit = trace["commit_nfe"]
     note = (f"Trace of {trace['about']}. "
             + (f"**Committed at NFE {commit}**: from there on every predicted x0 lies within "
-               f"{runner.COMMIT_FRACTION:.0%} of the final image." if commit is not None else
-               f"The prediction never settled within {runner.COMMIT_FRACTION:.0%} of the final image."))
+               f"{lab.COMMIT_FRACTION:.0%} of the final image." if commit is not None else
+               f"The prediction never settled within {lab.COMMIT_FRACTION:.0%} of the final image."))
     # PIL's built-in font has no Greek letters: "sigma" spelled out
-    strip = runner.labelled_strip([(picture, f"NFE {nfe}", f"sigma {sigma:.0f}" if sigma >= 100 else f"sigma {sigma:.3g}")
+    strip = lab.labelled_strip([(picture, f"NFE {nfe}", f"sigma {sigma:.0f}" if sigma >= 100 else f"sigma {sigma:.3g}")
                                    for nfe, sigma, picture in trace["thumbnails"]])
     # a change of exactly 0 (the last x0 against the result itself) has no logarithm: left out of the plot
     change, norm = trace_figures(rows, CHANGE_SERIES, NORM_SERIES)
-    table = pd.DataFrame([[r[c] for c in TRACE_COLUMNS] for r in rows], columns=list(TRACE_COLUMNS))
+    table = lab.tables.styled(pd.DataFrame([[r[c] for c in TRACE_COLUMNS] for r in rows], columns=list(TRACE_COLUMNS)))
     return note, strip, change, norm, table
 
 
 def _info_or_none(model_name, limits):
     try:
-        return runner.load_model(runner.check_model(model_name), limits)[1]
+        return lab.load_model(lab.check_model(model_name), limits)[1]
     except (ValueError, FileNotFoundError, OSError):
         return None
 
 
 def _row_updates(info, method_name):
     """order / eta / spacing of one compare row: shown only when the sampler uses them, at its defaults."""
-    opts = [samplers.OPTIONS[n] for n in views.compare.ROW_OPTIONS]
+    opts = [lab.option_of(p) for p in views.compare.ROW_PARAMS]
     updates, _ = option_updates(info, method_name, opts)
     return updates
 
 
 def launch(demo: gr.Blocks, **kwargs):
     """Queue (one concurrency id for model work, bounded) and launch with the app's theme and CSS."""
-    limits = getattr(demo, "limits", None) or runner.Limits.from_env()
+    limits = getattr(demo, "limits", None) or lab.Limits.from_env()
     demo.queue(max_size=limits.queue_size, default_concurrency_limit=limits.concurrency)
     return demo.launch(theme=THEME, css=CSS, **kwargs)
 
@@ -378,7 +465,7 @@ if __name__ == "__main__":
     if spaces is not None and os.environ.get("SPACES_ZERO_GPU"):
         # ZeroGPU runs each GPU call in a fresh worker: load the model here, once, so it is not
         # reloaded per call (spaces moves module-level CUDA tensors to the GPU it lends).
-        runner.load_model(runner.initial_model()[0])
-    app_limits = runner.Limits.from_env()
-    views.compare.warm_arrival(runner.initial_model()[0], app_limits)   # the first visitor finds it ready
+        lab.load_model(lab.initial_model()[0])
+    app_limits = lab.Limits.from_env()
+    views.compare.warm_arrival(lab.initial_model()[0], app_limits)   # the first visitor finds it ready
     launch(build_app(app_limits))

@@ -126,7 +126,7 @@ def deterministic_methods() -> list[str]:
     noise = torch.randn(1, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     names = []
     for row in samplers.describe():
-        if row["order"] == 0:
+        if row["stochastic"] or row["order"] is None:
             continue
         try:
             s = samplers.create(row["name"], 4)
@@ -151,7 +151,7 @@ def grid_options(method: str, grid: str) -> dict:
 def diffusers_config_for(method: str, grid: str) -> dict | None:
     """A working config of the diffusers class that mirrors ``method`` on ``grid`` (no clipping),
     or None where diffusers has no such class or the class has no such grid."""
-    cls_name = diffusers_config.METHOD_TO_CLASS.get(method)
+    cls_name = diffusers_config.class_of(method)
     try:
         import diffusers
     except ImportError:

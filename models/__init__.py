@@ -8,7 +8,8 @@ LRU cache. No diffusers import anywhere in this package.
 from .analytic import GaussianData, GaussianMixture, IdealDenoiser, default_scheduler_config
 from .cache import cache_clear, cache_info, get
 from .embedded import EMBEDDED
-from .loading import ALLOWED_HUB_MODELS, load, save_pretrained
+from .loading import ALLOWED_HUB_MODELS, save_pretrained
+from .sources import load
 from .unet import UNet2DModel
 
 __all__ = [

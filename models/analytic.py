@@ -1,4 +1,5 @@
-"""Models whose right answer is known in closed form (shared/REFERENCE.md section 5).
+"""Models whose right answer is known in closed form (Gaussian posteriors and their probability-flow
+maps; Song et al. 2021, arXiv:2011.13456).
 
 Each model is a callable ``model(x, t)`` like a network: ``x`` of shape [batch, *event_shape],
 ``t`` a (fractional) timestep of its ``scheduler_config`` (scalar or [batch]); it returns the
@@ -16,30 +17,9 @@ import torch
 
 from samplers.schedule import NoiseSchedule
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+from .defaults import PREDICTION_TYPES, default_scheduler_config  # noqa: F401  (re-exported)
+
 CLEAN = "clean"
-
-
-def default_scheduler_config(prediction_type: str = "epsilon") -> dict:
-    """A diffusers-style DDIM config with the DDPM paper's linear betas."""
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type={prediction_type!r}; allowed: {', '.join(PREDICTION_TYPES)}")
-    return {
-        "_class_name": "DDIMScheduler",
-        "num_train_timesteps": 1000,
-        "beta_schedule": "linear",
-        "beta_start": 0.0001,
-        "beta_end": 0.02,
-        "trained_betas": None,
-        "prediction_type": prediction_type,
-        "clip_sample": False,
-        "clip_sample_range": 1.0,
-        "set_alpha_to_one": True,
-        "steps_offset": 0,
-        "thresholding": False,
-        "timestep_spacing": "leading",
-        "rescale_betas_zero_snr": False,
-    }
 
 
 class AnalyticModel:

@@ -23,7 +23,7 @@ def cache_size() -> int:
 
 def get(source, revision=None, subfolder=None, device=None, dtype=None, channels_last=False, **kwargs):
     """``models.load`` with the last MODEL_CACHE_SIZE (default 2) models kept in memory."""
-    from .loading import load
+    from .sources import load
 
     key = (str(source), revision, subfolder, None if device is None else str(device), str(dtype),
            bool(channels_last), tuple(sorted(kwargs.items())))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import loading
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_MODEL_DIR = ASSETS / "emoji-unet"
 EMOJI_IMAGES = ASSETS / "emoji32.npz"
@@ -26,8 +28,6 @@ def twin_scheduler_config() -> dict | None:
     """The default network's scheduler_config.json (None while the network is missing)."""
     import json
 
-    from . import loading
-
     try:
         return json.loads((DEFAULT_MODEL_DIR / loading.SCHEDULER_NAME).read_text())
     except (OSError, ValueError):
@@ -35,7 +35,7 @@ def twin_scheduler_config() -> dict | None:
 
 
 def load_embedded(name: str, device=None, dtype=None, channels_last: bool = False):
-    from . import analytic, loading
+    from . import analytic   # (torch-heavy: only when an analytic model is asked for)
 
     if name == "default":
         if not DEFAULT_MODEL_DIR.is_dir():

@@ -8,16 +8,17 @@ another can push several programs' evaluations through the network as one batch
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from .grids import FINAL_SIGMAS, SPACINGS, Grid, build_grid
-from .model_wrapper import PREDICTION_TYPES, Prediction, predict, process_x0
+from .model_wrapper import PREDICTION_TYPES, Prediction, predict, process_x0, processed
 from .schedule import NoiseSchedule, vp_coefficients
 
 
@@ -94,7 +95,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("dynamic_thresholding_ratio", 0.995, "quantile for dynamic thresholding", float, low=0.5, high=1.0),
     Option("sample_max_value", 1.0, "upper bound of the dynamic threshold", float, low=1.0, high=1e3),
     # shared by the higher-order families (each method narrows the values it accepts in Method.choices)
-    Option("solver_order", 2, "order of the solver / number of past evaluations combined", int, low=1, high=4),
+    Option("order", 2, "order of the solver / number of past evaluations combined (diffusers' solver_order)",
+           int, low=1, high=4),
     Option("lower_order_final", True, "drop to lower orders on the last steps (stabler at few steps)", bool),
     Option("euler_at_final", False, "take the very last step with first order", bool),
     Option("algorithm_type", "dpmsolver++", "DPM-Solver variant: noise (eps) or data (x0) form, ODE or SDE",
@@ -117,41 +119,73 @@ def add_options(*options: Option) -> None:
 # --------------------------------------------------------------------------------------------
 # The registry.
 @dataclass(frozen=True)
+class Diffusers:
+    """How a diffusers scheduler class maps onto a method: data on the method, read by
+    ``diffusers_config``.  ``defaults`` are the class's defaults for the keys we read;
+    ``translate(cfg, method)`` turns keys that are not one-to-one options into options;
+    ``picks(cfg)`` says whether a config of that class means this method (None: only by name)."""
+    cls: str
+    defaults: dict
+    translate: Callable[[dict, str], dict] | None = None
+    picks: Callable[[dict], bool] | None = lambda cfg: True
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     title: str
     paper: str
-    order: int                      # convergence order of the deterministic ODE solve (0 for SDE-only)
-    stochastic: bool                # draws noise during sampling (for some option values)
+    # The convergence order the lab measures (tests/test_convergence.py: Gaussian data, log-SNR
+    # grid, default options with eta = 0); None where there is no ODE path (DDPM).
+    order: int | None
+    stochastic: bool                # its DEFAULT configuration draws noise
     options: tuple                  # option names that apply (beyond prediction_type)
     program: Callable               # program(sampler, x, rng) -> generator of Eval
     grid: Callable                  # grid(sampler) -> Grid
-    nfe: Callable = lambda s: s.steps       # model evaluations for the sampler's settings
+    nfe: Callable = lambda s: s.steps       # model evaluations for the sampler's settings (reads only)
     family: str = "ddim"            # which diffusers timestep table its spacings use
-    defaults: dict = field(default_factory=dict)  # per-method option defaults
+    defaults: dict = field(default_factory=dict)  # per-method option defaults: what defines the method
     choices: dict = field(default_factory=dict)   # per-method narrowing: option -> allowed values
     adaptive: bool = False          # picks its evaluation points from the model's answers (steps = a cap)
+    plan: Callable | None = None    # plan(sampler) -> the precomputed coefficients, built with the Sampler
+    nominal_order: int | None = None  # the textbook order where it differs from the measured one
+    order_note: str = ""            # why they differ, or what the order means here (in words)
+    diffusers: Diffusers | None = None
 
 
 REGISTRY: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
+    if method.name in REGISTRY:
+        raise RuntimeError(f"sampler {method.name!r} registered twice")
+    unknown = (set(method.defaults) | set(method.choices)) - set(method.options) - {"prediction_type"}
+    if unknown:
+        raise RuntimeError(f"sampler {method.name!r}: defaults/choices for options it does not offer: {sorted(unknown)}")
     REGISTRY[method.name] = method
     return method
 
 
+def alias(base: str, name: str, title: str, **changes) -> Method:
+    """A new name for an existing family: the base method with other defaults (one registry entry)."""
+    m = REGISTRY[base]
+    defaults = dict(m.defaults, **changes.pop("defaults", {}))
+    return register(replace(m, name=name, title=title, defaults=defaults, **changes))
+
+
 def describe(steps: int = 10) -> list[dict]:
-    """One row per sampler: name, title, paper, order, stochastic, model evaluations for ``steps``
-    steps with default options, the options that apply and their per-method narrowing."""
+    """One row per sampler: name, title, paper, order (measured; nominal and a note where they
+    differ), stochastic, model evaluations for ``steps`` steps with default options, the options
+    that apply and their per-method narrowing."""
     rows = []
     for m in REGISTRY.values():
         try:
             nfe = Sampler(m.name, steps).nfe
         except ValueError:
             nfe = None
-        rows.append(dict(name=m.name, title=m.title, paper=m.paper, order=m.order, stochastic=m.stochastic,
-                         nfe=nfe, options=list(m.options), choices=dict(m.choices), defaults=dict(m.defaults)))
+        rows.append(dict(name=m.name, title=m.title, paper=m.paper, order=m.order, nominal_order=m.nominal_order,
+                         order_note=m.order_note, stochastic=m.stochastic, nfe=nfe, options=list(m.options),
+                         choices=dict(m.choices), defaults=dict(m.defaults)))
     return rows
 
 
@@ -232,7 +266,14 @@ class Sampler:
         self.options = values
         self.prediction_type = values["prediction_type"]
         self.grid: Grid = self.method.grid(self)
-        self.plan = None  # programs may cache precomputed coefficients here
+        self.plan = self.method.plan(self) if self.method.plan else None
+
+    def with_grid(self, grid: Grid) -> "Sampler":
+        """The same sampler on another grid (its plan recomputed): for tests and experiments."""
+        other = copy.copy(self)
+        other.grid = grid
+        other.plan = self.method.plan(other) if self.method.plan else None
+        return other
 
     # convenience views
     @property
@@ -292,19 +333,21 @@ def _model_time(t: float, batch: int, like: torch.Tensor) -> torch.Tensor:
     return torch.full((batch,), float(t), dtype=torch.float32, device=like.device)
 
 
-def evaluate(model, request: Eval, prediction_type: str, where: str = "") -> Prediction:
+def evaluate(model, request: Eval, sampler: Sampler, where: str = "") -> Prediction:
     out = model(request.x, _model_time(request.t, request.x.shape[0], request.x))
-    return to_prediction(out, request, prediction_type, where)
+    return to_prediction(out, request, sampler, where)
 
 
-def to_prediction(out: torch.Tensor, request: Eval, prediction_type: str, where: str = "") -> Prediction:
+def to_prediction(out: torch.Tensor, request: Eval, sampler: Sampler, where: str = "") -> Prediction:
+    """The model's answer as x0 and eps, after the sampler's x0 clipping / thresholding (one place)."""
     # one reduction instead of isfinite().all(): a NaN or inf anywhere makes the sum non-finite
     if not math.isfinite(float(out.sum(dtype=torch.float32))):
         raise NonFiniteError(f"the model returned NaN or inf {where}at t={request.t:.4g} "
                              f"(sigma={request.sigma:.4g})")
     out = out.to(request.x.dtype)
     alpha, sigma = vp_coefficients(request.sigma)
-    return predict(out, request.x, alpha, sigma, prediction_type)
+    pred = predict(out, request.x, alpha, sigma, sampler.prediction_type)
+    return processed(pred, request.x, alpha, sigma, sampler.options)
 
 
 def drive(sampler: Sampler, program, model) -> Iterator[Step]:
@@ -318,15 +361,15 @@ def drive(sampler: Sampler, program, model) -> Iterator[Step]:
         raise RuntimeError("sampler finished without evaluating the model") from None
     while True:
         nfe += 1
-        pred = evaluate(model, request, sampler.prediction_type,
+        pred = evaluate(model, request, sampler,
                         f"at evaluation {nfe} of sampler {sampler.name!r} ")
         try:
             following = program.send(pred)
         except StopIteration as stop:
-            yield Step(nfe, max(total, nfe), request.t, request.sigma, stop.value, pred.x0, True,
+            yield Step(nfe, max(total, nfe), request.t, request.sigma, stop.value, pred.model_x0, True,
                        time.perf_counter() - start)
             return
-        yield Step(nfe, max(total, nfe), request.t, request.sigma, following.x, pred.x0, False,
+        yield Step(nfe, max(total, nfe), request.t, request.sigma, following.x, pred.model_x0, False,
                    time.perf_counter() - start)
         request = following
 
@@ -352,14 +395,14 @@ def run_together(model, jobs: list[tuple[Sampler, torch.Tensor, Any]]) -> Iterat
         for i, part in zip(live, out.split(sizes)):
             sampler, request = jobs[i][0], pending[i]
             counts[i] += 1
-            pred = to_prediction(part, request, sampler.prediction_type,
+            pred = to_prediction(part, request, sampler,
                                  f"at evaluation {counts[i]} of sampler {sampler.name!r} ")
             try:
                 pending[i] = programs[i].send(pred)
                 steps[i] = Step(counts[i], max(sampler.nfe, counts[i]), request.t, request.sigma,
-                                pending[i].x, pred.x0, False, time.perf_counter() - start)
+                                pending[i].x, pred.model_x0, False, time.perf_counter() - start)
             except StopIteration as stop:
                 pending[i] = None
-                steps[i] = Step(counts[i], counts[i], request.t, request.sigma, stop.value, pred.x0, True,
+                steps[i] = Step(counts[i], counts[i], request.t, request.sigma, stop.value, pred.model_x0, True,
                                 time.perf_counter() - start)
         yield steps

@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from .core import GRID_OPTIONS, X0_OPTIONS, Eval, Method, Option, add_options, register
+from .core import GRID_OPTIONS, X0_OPTIONS, Diffusers, Eval, Method, Option, add_options, register
+from .diffusers_config import COMMON
 from .schedule import vp_coefficients
 
 add_options(
@@ -57,8 +58,8 @@ def ddim_program(sampler, x, rng):
         var = (s2 * s2) / (s * s) * (1 - (a * a) / (a2 * a2))   # DDPM posterior variance
         std = eta * math.sqrt(max(var, 0.0))
         pred = yield Eval(x, t, k)
-        x0 = sampler.x0_processed(pred.x0)
-        eps = (x - a * x0) / s if sampler.opt("use_clipped_model_output") else pred.eps
+        x0 = pred.x0   # clipped / thresholded where the options say (the driver does it)
+        eps = pred.eps if sampler.opt("use_clipped_model_output") else pred.model_eps
         x = a2 * x0 + math.sqrt(max(s2 * s2 - std * std, 0.0)) * eps
         if eta > 0:
             x = x + std * rng.randn_like(x)
@@ -66,6 +67,10 @@ def ddim_program(sampler, x, rng):
 
 
 register(Method(
-    name="ddim", title="DDIM", paper="Song, Meng, Ermon 2021 (arXiv:2010.02502)", order=1, stochastic=True,
+    name="ddim", title="DDIM", paper="Song, Meng, Ermon 2021 (arXiv:2010.02502)", order=1, stochastic=False,
+    order_note="deterministic by default (eta = 0); eta > 0 adds DDPM-like noise",
     options=GRID_OPTIONS + X0_OPTIONS + ("eta", "set_alpha_to_one", "prev_timestep", "use_clipped_model_output"),
-    program=ddim_program, grid=lambda s: s.make_grid(final=ddim_end(s))))
+    program=ddim_program, grid=lambda s: s.make_grid(final=ddim_end(s)),
+    diffusers=Diffusers("DDIMScheduler", dict(COMMON, clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True,
+                                              thresholding=False, dynamic_thresholding_ratio=0.995,
+                                              sample_max_value=1.0))))

@@ -9,7 +9,8 @@ import math
 
 import torch
 
-from .core import GRID_OPTIONS, X0_OPTIONS, Eval, Method, Option, add_options, register
+from .core import GRID_OPTIONS, X0_OPTIONS, Diffusers, Eval, Method, Option, add_options, register
+from .diffusers_config import COMMON
 from .schedule import vp_coefficients
 
 VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range")
@@ -29,7 +30,7 @@ def ddpm_program(sampler, x, rng):
         x_coef = math.sqrt(abar / abar_prev) * (s2 * s2) / (s * s)
         small = max((s2 * s2) / (s * s) * beta, 1e-20)  # posterior variance (beta tilde)
         pred = yield Eval(x, t, k)
-        x0 = sampler.x0_processed(pred.x0)
+        x0 = pred.x0   # clipped / thresholded where the options say
         x = x0_coef * x0 + x_coef * x
         if t > 0:  # diffusers adds no noise at t = 0
             z = rng.randn_like(x)
@@ -59,6 +60,11 @@ def _need_variance(pred):
 
 
 register(Method(
-    name="ddpm", title="DDPM (ancestral)", paper="Ho, Jain, Abbeel 2020 (arXiv:2006.11239)", order=0,
+    name="ddpm", title="DDPM (ancestral)", paper="Ho, Jain, Abbeel 2020 (arXiv:2006.11239)", order=None,
+    order_note="stochastic: samples the reverse SDE (weak order 1); it has no noise-free path that "
+               "solves the probability-flow ODE, so no ODE order is claimed",
     stochastic=True, options=GRID_OPTIONS + X0_OPTIONS + ("variance_type",),
-    program=ddpm_program, grid=lambda s: s.make_grid(final="zero")))
+    program=ddpm_program, grid=lambda s: s.make_grid(final="zero"),
+    diffusers=Diffusers("DDPMScheduler", dict(COMMON, clip_sample=True, clip_sample_range=1.0,
+                                              variance_type="fixed_small", thresholding=False,
+                                              dynamic_thresholding_ratio=0.995, sample_max_value=1.0))))

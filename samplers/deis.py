@@ -20,11 +20,12 @@ import math
 
 import numpy as np
 
-from . import diffusers_config
-from .core import GRID_OPTIONS, X0_OPTIONS, Eval, Method, register
+from .core import GRID_OPTIONS, X0_OPTIONS, Diffusers, Eval, Method, register
+from .diffusers_config import COMMON
+from .expint import first_order_at_zero, multistep_grid
 from .grids import Grid
 from .schedule import vp_coefficients
-from .unipc import first_order_at_zero, multistep_grid, sigma_grid_flags
+from .unipc import sigma_grid_flags
 
 GAUSS_NODES, GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(8)
 
@@ -75,7 +76,7 @@ def tab_weights(schedule, k_from: float, k_to: float, past_k: list) -> list[floa
 def deis_orders(sampler) -> list[int]:
     """diffusers' DEIS: warm up 1, 2, ...; with lower_order_final and < 15 steps the last two
     steps drop to orders 1 and 2; a step into sigma 0 is first order."""
-    n, p = sampler.steps, sampler.opt("solver_order")
+    n, p = sampler.steps, sampler.opt("order")
     lower = sampler.opt("lower_order_final") and n < 15
     orders = []
     for i in range(n):
@@ -109,20 +110,12 @@ def deis_plan(sampler) -> list[tuple[float, tuple]]:
 
 
 def deis_program(sampler, x, rng):
-    if sampler.plan is None:
-        sampler.plan = deis_plan(sampler)
     g = sampler.grid
-    processed = any(sampler.opt(k) for k in ("thresholding", "clip_sample"))
     newest_first: list = []
     for i, (cx, cs) in enumerate(sampler.plan):
-        k = g.sigma[i]
-        pred = yield Eval(x, g.t[i], k)
-        if processed:   # diffusers thresholds x0 and converts back to eps
-            a, s = vp_coefficients(k)
-            eps = (x - a * sampler.x0_processed(pred.x0)) / s
-        else:
-            eps = pred.eps
-        newest_first = [eps] + newest_first[:sampler.opt("solver_order") - 1]
+        pred = yield Eval(x, g.t[i], g.sigma[i])
+        # eps of the thresholded x0 where thresholding is on (as diffusers): the driver's pair
+        newest_first = [pred.eps] + newest_first[:sampler.opt("order") - 1]
         out = x * cx
         for c, e in zip(cs, newest_first):
             out.add_(e, alpha=c)
@@ -134,20 +127,7 @@ def _grid(sampler) -> Grid:
     return multistep_grid(sampler)
 
 
-register(Method(
-    name="deis", title="DEIS (exponential integrator, multistep)", paper="Zhang, Chen 2023 (arXiv:2204.13902)",
-    order=2, stochastic=False,
-    options=GRID_OPTIONS + X0_OPTIONS + ("final_sigmas_type", "timestep_rounding", "solver_order",
-                                         "lower_order_final", "solver_type"),
-    program=deis_program, grid=_grid, family="dpm",
-    # diffusers' DEIS always ends at sigma_min (on karras / exponential grids: the last sigma, repeated)
-    defaults={"spacing": "linspace", "solver_type": "logrho", "solver_order": 2, "final_sigmas_type": "sigma_min"},
-    choices={"solver_order": (1, 2, 3), "solver_type": ("logrho", "tab")}))
-
-
 def _translate_deis(cfg: dict, method: str) -> dict:
-    if method != "deis":
-        return {}
     # the class has no rho / clip_sample / final_sigmas_type keys (a config written for another class
     # may): it always ends at sigma_min.  (It has no sigma_min / sigma_max keys either, but its karras
     # grid reads them from the config when present, so those pass through.)
@@ -161,11 +141,17 @@ def _translate_deis(cfg: dict, method: str) -> dict:
     return out
 
 
-diffusers_config.CLASS_DEFAULTS["DEISMultistepScheduler"] = dict(
-    diffusers_config._COMMON, timestep_spacing="linspace", solver_order=2, thresholding=False,
-    dynamic_thresholding_ratio=0.995, sample_max_value=1.0, algorithm_type="deis", solver_type="logrho",
-    lower_order_final=True, use_karras_sigmas=False, use_exponential_sigmas=False, use_beta_sigmas=False,
-    use_flow_sigmas=False, use_dynamic_shifting=False)
-diffusers_config.CLASS_TO_METHOD["DEISMultistepScheduler"] = "deis"
-diffusers_config.METHOD_TO_CLASS["deis"] = "DEISMultistepScheduler"
-diffusers_config.TRANSLATORS.append(_translate_deis)
+register(Method(
+    name="deis", title="DEIS (exponential integrator, multistep)", paper="Zhang, Chen 2023 (arXiv:2204.13902)",
+    order=2, stochastic=False,
+    options=GRID_OPTIONS + X0_OPTIONS + ("final_sigmas_type", "timestep_rounding", "order",
+                                         "lower_order_final", "solver_type"),
+    program=deis_program, grid=_grid, plan=deis_plan, family="dpm",
+    # diffusers' DEIS always ends at sigma_min (on karras / exponential grids: the last sigma, repeated)
+    defaults={"spacing": "linspace", "solver_type": "logrho", "order": 2, "final_sigmas_type": "sigma_min"},
+    choices={"order": (1, 2, 3), "solver_type": ("logrho", "tab")},
+    diffusers=Diffusers("DEISMultistepScheduler", dict(
+        COMMON, timestep_spacing="linspace", solver_order=2, thresholding=False,
+        dynamic_thresholding_ratio=0.995, sample_max_value=1.0, algorithm_type="deis", solver_type="logrho",
+        lower_order_final=True, use_karras_sigmas=False, use_exponential_sigmas=False, use_beta_sigmas=False,
+        use_flow_sigmas=False, use_dynamic_shifting=False), _translate_deis)))

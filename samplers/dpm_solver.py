@@ -86,9 +86,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import diffusers_config
-from .core import GRID_OPTIONS, Eval, Method, Option, add_options, register
-from .grids import Grid, custom_timesteps, karras_sigmas, logsnr_sigmas
+from .core import GRID_OPTIONS, Diffusers, Eval, Method, Option, add_options, alias, register
+from .expint import lam_of, multistep_grid, phi, sigma_range
+from .grids import Grid, custom_timesteps, logsnr_sigmas
 from .schedule import vp_coefficients
 
 ALGORITHMS = ("dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++")
@@ -110,23 +110,6 @@ add_options(
 
 # ============================================================================================
 # The exponential-integrator weights.
-def lam_of(k: float) -> float:
-    """lambda = log(alpha / sigma) = -log(k) of k-sigma k (inf at k = 0)."""
-    return math.inf if k == 0 else (-math.inf if math.isinf(k) else -math.log(k))
-
-
-def phi(j: int, z: float) -> float:
-    """phi_j(z) = sum_i z^i / (i + j)!  (phi_0 = e^z); series near 0 where the closed form cancels."""
-    if abs(z) < 1.0:
-        term, total = 1.0 / math.factorial(j), 0.0
-        for i in range(30):
-            total += term
-            term *= z / (i + j + 1)
-        return total
-    head = sum(z**i / math.factorial(i) for i in range(j))
-    return (math.exp(z) - head) / z**j
-
-
 @dataclass(frozen=True)
 class Transfer:
     """One step from noise level k_s to k_t: x_t = decay x_s + sum_k w[k] f^(k)(start) + noise z."""
@@ -190,17 +173,6 @@ def update_weights(tr: Transfer, offsets, rule: str = "heun", d2_scale: float = 
     return [(w0 if j == 0 else 0.0) + w1 * d1[j] + g2 * d2[j] for j in range(3)]
 
 
-def model_value(sampler, pred, x, k: float, data: bool):
-    """What the solver integrates: x0 (data form) or eps (noise form), after thresholding."""
-    x0 = sampler.x0_processed(pred.x0)
-    if data:
-        return x0
-    if x0 is pred.x0:
-        return pred.eps
-    alpha, sigma = vp_coefficients(k)
-    return (x - alpha * x0) / sigma   # eps consistent with the thresholded x0 (as diffusers)
-
-
 # ============================================================================================
 # Grids.
 def clipped_table(schedule, spacing: str, steps: int, lambda_min: float, steps_offset: int) -> np.ndarray:
@@ -225,45 +197,21 @@ def clipped_table(schedule, spacing: str, steps: int, lambda_min: float, steps_o
     return custom_timesteps(ts, T)
 
 
-def sigma_range(sampler) -> tuple[float, float]:
-    """(sigma_min, sigma_max) of a karras / logsnr grid: the options, else the whole train table."""
-    table = sampler.schedule.log_sigmas
-    lo = math.exp(table[0]) if sampler.opt("sigma_min") is None else sampler.opt("sigma_min")
-    hi = math.exp(table[-1]) if sampler.opt("sigma_max") is None else sampler.opt("sigma_max")
-    if not 0 < lo < hi:
-        raise ValueError(f"sigma_min={lo!r}, sigma_max={hi!r}: need 0 < sigma_min < sigma_max")
-    return lo, hi
-
-
 def dpm_grid(sampler) -> Grid:
-    """The DPM family's grid as diffusers builds it (N + 1 table, karras/logsnr sigma ranges of the
-    whole train table, final zero or sigma_min), with the model's timestep rounded on request."""
+    """The DPM family's grid as diffusers builds it (N + 1 table, optionally clipped at lambda_min;
+    karras/logsnr sigma ranges of the whole train table; final zero or sigma_min)."""
     o = sampler.options
-    schedule = sampler.schedule
-    spacing = o["spacing"]
     if o["algorithm_type"] == "sde-dpmsolver" and o["final_sigmas_type"] == "zero":
         raise ValueError("final_sigmas_type='zero' is not supported with algorithm_type='sde-dpmsolver' (its "
                          "last step would subtract twice the noise); use final_sigmas_type='sigma_min'")
-    if spacing in ("karras", "logsnr") and o["timesteps"] is None:
-        lo, hi = sigma_range(sampler)
-        if spacing == "karras":
-            sigma = karras_sigmas(sampler.steps, lo, hi, o["rho"])
-        else:
-            sigma = logsnr_sigmas(sampler.steps, lo, hi)
-        t = schedule.t_of_sigma(sigma)
-        if o["round_timesteps"]:
-            t = np.floor(t) if o["timestep_rounding"] == "floor" else np.round(t)
-        t, sigma = np.append(t, 0.0), np.append(sigma, 0.0)
-    else:
-        overrides = dict(family="dpm", final="zero", round_timesteps=False)
-        if o.get("lambda_min") is not None and spacing in TABLE_SPACINGS and o["timesteps"] is None:
-            overrides.update(timesteps=list(clipped_table(
-                schedule, spacing, sampler.steps, o["lambda_min"], o["steps_offset"])))
-        g = sampler.make_grid(**overrides)
-        t, sigma = g.t.copy(), schedule.clamp_sigma(g.sigma)
-    if o["final_sigmas_type"] == "sigma_min":
-        sigma[-1] = schedule.sigma_min   # may repeat the grid's last sigma: an empty last step, as in diffusers
-    return Grid(t=t, sigma=sigma)
+    if "eta" in o and not o["algorithm_type"].startswith("sde") and o["eta"] != sampler.method.defaults["eta"]:
+        raise ValueError(f"eta={o['eta']!r} has no effect with algorithm_type={o['algorithm_type']!r} (an ODE "
+                         f"solver draws no noise); eta applies to algorithm_type sde-dpmsolver / sde-dpmsolver++")
+    overrides = {}
+    if o.get("lambda_min") is not None and o["spacing"] in TABLE_SPACINGS and o["timesteps"] is None:
+        overrides["timesteps"] = list(clipped_table(sampler.schedule, o["spacing"], sampler.steps, o["lambda_min"],
+                                                    o["steps_offset"]))
+    return multistep_grid(sampler, **overrides)
 
 
 def lambda_uniform_grid(sampler, points: int) -> Grid:
@@ -302,7 +250,7 @@ def multistep_plan(sampler) -> list[PlannedStep]:
     scale, slip = _third_order_rule(sampler, multistep=True)
     plan = []
     for i in range(n):
-        order = min(o["solver_order"], i + 1)
+        order = min(o["order"], i + 1)
         if i == n - 1 and (o["euler_at_final"] or few or g.sigma[-1] == 0):
             order = 1
         if i == n - 2 and few:
@@ -342,7 +290,7 @@ def singlestep_plan(sampler) -> list[PlannedStep]:
     n, alg = g.steps, o["algorithm_type"]
     lam = [lam_of(k) for k in g.sigma]
     scale, slip = _third_order_rule(sampler, multistep=False)
-    orders = singlestep_orders(n, o["solver_order"], o["lower_order_final"], g.sigma[-1] == 0)
+    orders = singlestep_orders(n, o["order"], o["lower_order_final"], g.sigma[-1] == 0)
     plan = []
     for i in range(n):
         order = min(orders[i], i + 1)
@@ -361,16 +309,14 @@ def singlestep_plan(sampler) -> list[PlannedStep]:
     return plan
 
 
-def grid_program(sampler, x, rng, make_plan):
-    """Run a plan: one model evaluation per grid point."""
-    if sampler.plan is None:
-        sampler.plan = make_plan(sampler)
+def grid_program(sampler, x, rng):
+    """Run the sampler's plan: one model evaluation per grid point."""
     data = is_data_form(sampler.opt("algorithm_type"))
     values, starts = {}, {}
     for i, step in enumerate(sampler.plan):
         starts[i] = x
         pred = yield Eval(x, step.t, step.k)
-        values[i] = model_value(sampler, pred, x, step.k, data)
+        values[i] = pred.x0 if data else pred.eps
         out = starts[step.base] * step.decay
         for j, c in zip(step.nodes, step.coefs):
             out = out.add(values[j], alpha=c)
@@ -425,7 +371,7 @@ def singlestep_update(sampler, x, lam_s, k_s, m_s, lam_t, order, rs, midpoint_fi
         # first intermediate by a first-order step, the second by the second-order (heun) one
         x_r = go(k_r, nodes, values, "heun")
         pred = yield Eval(x_r, t_r, k_r)
-        values.append(model_value(sampler, pred, x_r, k_r, data))
+        values.append(pred.x0 if data else pred.eps)
         nodes.append(r)
         if n_done == 0:
             second = go(k_t, nodes, values, solver_type)
@@ -449,7 +395,7 @@ def fast_orders(steps: int, order: int) -> list[int]:
 
 
 def fast_grid(sampler) -> Grid:
-    return lambda_uniform_grid(sampler, len(fast_orders(sampler.steps, sampler.opt("solver_order"))) + 1)
+    return lambda_uniform_grid(sampler, len(fast_orders(sampler.steps, sampler.opt("order"))) + 1)
 
 
 def fast_program(sampler, x, rng):
@@ -457,18 +403,18 @@ def fast_program(sampler, x, rng):
     data = is_data_form(sampler.opt("algorithm_type"))
     midpoint = sampler.opt("solver_type") == "midpoint"
     lam = [lam_of(k) for k in g.sigma]
-    for i, order in enumerate(fast_orders(sampler.steps, sampler.opt("solver_order"))):
+    for i, order in enumerate(fast_orders(sampler.steps, sampler.opt("order"))):
         pred = yield Eval(x, float(g.t[i]), float(g.sigma[i]))
-        m_s = model_value(sampler, pred, x, float(g.sigma[i]), data)
+        m_s = pred.x0 if data else pred.eps
         x, _ = yield from singlestep_update(sampler, x, lam[i], float(g.sigma[i]), m_s, lam[i + 1], order,
                                             SINGLESTEP_NODES[order], midpoint)
     return x
 
 
 def adaptive_grid(sampler) -> Grid:
-    order = sampler.opt("solver_order")
+    order = sampler.opt("order")
     if sampler.steps < order:
-        raise ValueError(f"steps={sampler.steps} is too small for dpm-solver-adaptive with solver_order={order}: "
+        raise ValueError(f"steps={sampler.steps} is too small for dpm-solver-adaptive with order={order}: "
                          f"steps is the evaluation budget and one step costs {order}")
     return lambda_uniform_grid(sampler, 2)
 
@@ -485,7 +431,7 @@ H_INIT, SAFETY = 0.05, 0.9   # the paper's first step (in lambda) and step-size 
 
 def adaptive_program(sampler, x, rng):
     g = sampler.grid
-    order = sampler.opt("solver_order")
+    order = sampler.opt("order")
     rtol, atol = sampler.opt("rtol"), sampler.opt("atol")
     data = is_data_form(sampler.opt("algorithm_type"))
     midpoint = sampler.opt("solver_type") == "midpoint"
@@ -499,7 +445,7 @@ def adaptive_program(sampler, x, rng):
         h = lam_end - lam_s if final else min(h, lam_end - lam_s)
         if m_s is None:
             pred = yield Eval(x, t_s, k_s)
-            m_s = model_value(sampler, pred, x, k_s, data)
+            m_s = pred.x0 if data else pred.eps
         used += cost
         lam_t = lam_end if final or lam_s + h >= lam_end else lam_s + h
         x_high, x_low = yield from singlestep_update(sampler, x, lam_s, k_s, m_s, lam_t, order,
@@ -516,110 +462,9 @@ def adaptive_program(sampler, x, rng):
 
 
 # ============================================================================================
-# Registration.
-MULTISTEP_OPTIONS = GRID_OPTIONS + THRESHOLD_OPTIONS + (
-    "final_sigmas_type", "solver_order", "algorithm_type", "solver_type", "lower_order_final", "euler_at_final",
-    "lambda_min", "timestep_rounding", "third_order", "eta")
-SINGLESTEP_OPTIONS = GRID_OPTIONS + THRESHOLD_OPTIONS + (
-    "final_sigmas_type", "solver_order", "algorithm_type", "solver_type", "lower_order_final", "lambda_min",
-    "timestep_rounding", "third_order", "eta")
-PAPER_OPTIONS = THRESHOLD_OPTIONS + ("sigma_min", "sigma_max", "solver_order", "algorithm_type", "solver_type")
-
-DIFFUSERS_GRID = dict(spacing="linspace", round_timesteps=True, final_sigmas_type="zero", eta=1.0)
-MULTISTEP_DEFAULTS = dict(DIFFUSERS_GRID, solver_order=2, solver_type="midpoint", lower_order_final=True,
-                          euler_at_final=False, third_order="diffusers")
-KDIFFUSION = dict(spacing="karras", round_timesteps=False, lower_order_final=False, third_order="reference",
-                  algorithm_type="sde-dpmsolver++")
-MULTISTEP_METHODS = {
-    # name: (title, defaults, narrowed choices)
-    "dpm-solver": ("DPM-Solver (multistep)", dict(MULTISTEP_DEFAULTS, algorithm_type="dpmsolver"), {}),
-    "dpm-solver++": ("DPM-Solver++ (multistep)", dict(MULTISTEP_DEFAULTS, algorithm_type="dpmsolver++"), {}),
-    "sde-dpm-solver++": ("SDE-DPM-Solver++ (multistep)",
-                         dict(MULTISTEP_DEFAULTS, algorithm_type="sde-dpmsolver++"), {}),
-    "dpm++2m-sde": ("DPM++ 2M SDE (k-diffusion)", dict(MULTISTEP_DEFAULTS, **KDIFFUSION, solver_order=2),
-                    {"solver_order": (2,), "algorithm_type": ("sde-dpmsolver++",)}),
-    "dpm++3m-sde": ("DPM++ 3M SDE (k-diffusion)",
-                    dict(MULTISTEP_DEFAULTS, **KDIFFUSION, solver_order=3, solver_type="heun"),
-                    {"solver_order": (3,), "algorithm_type": ("sde-dpmsolver++",)}),
-}
-PAPERS = "Lu, Zhou, Bao, Chen, Li, Zhu 2022 (arXiv:2206.00927, arXiv:2211.01095)"
-
-for _name, (_title, _defaults, _narrow) in MULTISTEP_METHODS.items():
-    register(Method(
-        name=_name, title=_title, paper=PAPERS, order=_defaults["solver_order"],
-        stochastic=True, options=MULTISTEP_OPTIONS, family="dpm", defaults=_defaults,
-        choices=dict({"solver_order": (1, 2, 3), "algorithm_type": ALGORITHMS, "solver_type": ("midpoint", "heun")},
-                     **_narrow),
-        program=lambda s, x, rng: grid_program(s, x, rng, multistep_plan), grid=dpm_grid,
-        nfe=lambda s: s.grid.steps))
-
-register(Method(
-    name="dpm-solver-singlestep", title="DPM-Solver (single-step, diffusers)", paper=PAPERS, order=2,
-    stochastic=True, options=SINGLESTEP_OPTIONS, family="dpm",
-    defaults=dict(DIFFUSERS_GRID, solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint",
-                  lower_order_final=False, third_order="diffusers"),
-    choices={"solver_order": (1, 2, 3), "algorithm_type": ("dpmsolver", "dpmsolver++", "sde-dpmsolver++"),
-             "solver_type": ("midpoint", "heun")},
-    program=lambda s, x, rng: grid_program(s, x, rng, singlestep_plan), grid=dpm_grid,
-    nfe=lambda s: s.grid.steps))
-
-register(Method(
-    name="dpm-solver-fast", title="DPM-Solver-fast", paper=PAPERS, order=3, stochastic=False,
-    options=PAPER_OPTIONS, defaults=dict(solver_order=3, algorithm_type="dpmsolver", solver_type="midpoint"),
-    choices={"solver_order": (1, 2, 3), "algorithm_type": ("dpmsolver", "dpmsolver++"),
-             "solver_type": ("midpoint", "heun")},
-    program=fast_program, grid=fast_grid, nfe=lambda s: s.steps))
-
-register(Method(
-    name="dpm-solver-adaptive", title="DPM-Solver-12/23 (adaptive step size)", paper=PAPERS, order=3,
-    stochastic=False, options=PAPER_OPTIONS + ("rtol", "atol"),
-    # data form by default: when the evaluation cap forces one long last step, the noise form's
-    # x0 = (x - sigma eps) / alpha blows up (relative error ~15 at 8 NFE on Gaussian data vs 0.3)
-    defaults=dict(solver_order=3, algorithm_type="dpmsolver++", solver_type="midpoint"),
-    choices={"solver_order": (2, 3), "algorithm_type": ("dpmsolver", "dpmsolver++"),
-             "solver_type": ("midpoint", "heun")},
-    program=adaptive_program, grid=adaptive_grid, nfe=lambda s: s.steps, adaptive=True))
-
-
-# ============================================================================================
 # diffusers configs: DPMSolverMultistepScheduler / DPMSolverSinglestepScheduler.
-_SHARED = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
-               trained_betas=None, solver_order=2, prediction_type="epsilon", thresholding=False,
-               dynamic_thresholding_ratio=0.995, sample_max_value=1.0, algorithm_type="dpmsolver++",
-               solver_type="midpoint", use_karras_sigmas=False, use_exponential_sigmas=False,
-               use_beta_sigmas=False, use_flow_sigmas=False, final_sigmas_type="zero",
-               lambda_min_clipped=-math.inf, variance_type=None, timestep_spacing="linspace")
-diffusers_config.CLASS_DEFAULTS["DPMSolverMultistepScheduler"] = dict(
-    _SHARED, lower_order_final=True, euler_at_final=False, use_lu_lambdas=False, steps_offset=0,
-    rescale_betas_zero_snr=False)
-diffusers_config.CLASS_DEFAULTS["DPMSolverSinglestepScheduler"] = dict(_SHARED, lower_order_final=False)
-
-_BY_ALGORITHM = {"dpmsolver": "dpm-solver", "dpmsolver++": "dpm-solver++", "deis": "dpm-solver++",
-                 "sde-dpmsolver": "dpm-solver", "sde-dpmsolver++": "sde-dpm-solver++"}
-diffusers_config.CLASS_TO_METHOD["DPMSolverMultistepScheduler"] = (
-    lambda cfg: _BY_ALGORITHM.get(cfg.get("algorithm_type", "dpmsolver++"), "dpm-solver"))
-diffusers_config.CLASS_TO_METHOD["DPMSolverSinglestepScheduler"] = "dpm-solver-singlestep"
-for _name in MULTISTEP_METHODS:
-    diffusers_config.METHOD_TO_CLASS[_name] = "DPMSolverMultistepScheduler"
-diffusers_config.METHOD_TO_CLASS["dpm-solver-singlestep"] = "DPMSolverSinglestepScheduler"
-
-# What an explicitly chosen alias keeps whatever the config says (explicit options still win).
-ALIAS_IDENTITY = {
-    "dpm-solver++": dict(algorithm_type="dpmsolver++"),
-    "sde-dpm-solver++": dict(algorithm_type="sde-dpmsolver++"),
-    "dpm++2m-sde": {k: MULTISTEP_METHODS["dpm++2m-sde"][1][k] for k in
-                    ("algorithm_type", "solver_order", "solver_type", "round_timesteps", "lower_order_final",
-                     "third_order")},
-    "dpm++3m-sde": {k: MULTISTEP_METHODS["dpm++3m-sde"][1][k] for k in
-                    ("algorithm_type", "solver_order", "solver_type", "round_timesteps", "lower_order_final",
-                     "third_order")},
-}
-
-
 def translate_dpm_config(cfg: dict, method: str) -> dict:
     """diffusers' DPM-Solver config keys that are not one-to-one options."""
-    if method not in MULTISTEP_METHODS and method != "dpm-solver-singlestep":
-        return {}
     single = method == "dpm-solver-singlestep"
     for key in ("use_beta_sigmas", "use_flow_sigmas", "use_dynamic_shifting"):
         if cfg.get(key):
@@ -649,11 +494,93 @@ def translate_dpm_config(cfg: dict, method: str) -> dict:
         out["algorithm_type"] = "dpmsolver++"
     if cfg.get("solver_type") in ("logrho", "bh1", "bh2"):
         out["solver_type"] = "midpoint"
-    out.update(ALIAS_IDENTITY.get(method, {}))
-    if method in ("dpm++2m-sde", "dpm++3m-sde") and not any(
-            cfg.get(k) for k in ("use_karras_sigmas", "use_lu_lambdas", "use_exponential_sigmas")):
-        out["spacing"] = "karras"
     return out
 
 
-diffusers_config.TRANSLATORS.append(translate_dpm_config)
+_SHARED = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+               trained_betas=None, solver_order=2, prediction_type="epsilon", thresholding=False,
+               dynamic_thresholding_ratio=0.995, sample_max_value=1.0, algorithm_type="dpmsolver++",
+               solver_type="midpoint", use_karras_sigmas=False, use_exponential_sigmas=False,
+               use_beta_sigmas=False, use_flow_sigmas=False, final_sigmas_type="zero",
+               lambda_min_clipped=-math.inf, variance_type=None, timestep_spacing="linspace")
+
+
+def _multistep_class(*algorithms) -> Diffusers:
+    """DPMSolverMultistepScheduler; a config picks the method by its algorithm_type."""
+    return Diffusers("DPMSolverMultistepScheduler",
+                     dict(_SHARED, lower_order_final=True, euler_at_final=False, use_lu_lambdas=False, steps_offset=0,
+                          rescale_betas_zero_snr=False),
+                     translate_dpm_config,
+                     (lambda cfg: cfg.get("algorithm_type", "dpmsolver++") in algorithms) if algorithms else None)
+
+
+# ============================================================================================
+# Registration.
+MULTISTEP_OPTIONS = GRID_OPTIONS + THRESHOLD_OPTIONS + (
+    "final_sigmas_type", "order", "algorithm_type", "solver_type", "lower_order_final", "euler_at_final",
+    "lambda_min", "timestep_rounding", "third_order")
+SINGLESTEP_OPTIONS = GRID_OPTIONS + THRESHOLD_OPTIONS + (
+    "final_sigmas_type", "order", "algorithm_type", "solver_type", "lower_order_final", "lambda_min",
+    "timestep_rounding", "third_order")
+PAPER_OPTIONS = THRESHOLD_OPTIONS + ("sigma_min", "sigma_max", "order", "algorithm_type", "solver_type")
+
+DIFFUSERS_GRID = dict(spacing="linspace", round_timesteps=True, final_sigmas_type="zero")
+MULTISTEP_DEFAULTS = dict(DIFFUSERS_GRID, order=2, solver_type="midpoint", lower_order_final=True,
+                          euler_at_final=False, third_order="diffusers")
+PAPERS = "Lu, Zhou, Bao, Chen, Li, Zhu 2022 (arXiv:2206.00927, arXiv:2211.01095)"
+MULTISTEP_CHOICES = {"order": (1, 2, 3), "algorithm_type": ALGORITHMS, "solver_type": ("midpoint", "heun")}
+SDE_NOTE = ("stochastic: the order is that of its eta = 0 path (the ODE dpmsolver++ with the same grid); "
+            "with noise it solves the SDE")
+
+register(Method(
+    name="dpm-solver", title="DPM-Solver (multistep)", paper=PAPERS, order=2, stochastic=False,
+    options=MULTISTEP_OPTIONS, family="dpm", defaults=dict(MULTISTEP_DEFAULTS, algorithm_type="dpmsolver"),
+    choices=MULTISTEP_CHOICES, program=grid_program, grid=dpm_grid, plan=multistep_plan,
+    nfe=lambda s: s.grid.steps, diffusers=_multistep_class("dpmsolver", "sde-dpmsolver")))
+alias("dpm-solver", "dpm-solver++", "DPM-Solver++ (multistep)", defaults=dict(algorithm_type="dpmsolver++"),
+      diffusers=_multistep_class("dpmsolver++", "deis"))
+# The SDE-defaulting aliases also offer eta (the noise amount: 1 = the SDE, 0 = its ODE limit).
+alias("dpm-solver", "sde-dpm-solver++", "SDE-DPM-Solver++ (multistep)", stochastic=True, order_note=SDE_NOTE,
+      options=MULTISTEP_OPTIONS + ("eta",), defaults=dict(algorithm_type="sde-dpmsolver++", eta=1.0),
+      diffusers=_multistep_class("sde-dpmsolver++"))
+KDIFFUSION = dict(spacing="karras", round_timesteps=False, lower_order_final=False, third_order="reference",
+                  algorithm_type="sde-dpmsolver++", eta=1.0)
+alias("sde-dpm-solver++", "dpm++2m-sde", "DPM++ 2M SDE (k-diffusion)", defaults=dict(KDIFFUSION, order=2),
+      choices=dict(MULTISTEP_CHOICES, order=(2,), algorithm_type=("sde-dpmsolver++",)),
+      diffusers=_multistep_class())
+alias("sde-dpm-solver++", "dpm++3m-sde", "DPM++ 3M SDE (k-diffusion)",
+      defaults=dict(KDIFFUSION, order=3, solver_type="heun"),
+      choices=dict(MULTISTEP_CHOICES, order=(3,), algorithm_type=("sde-dpmsolver++",)),
+      diffusers=_multistep_class(), order=2, nominal_order=3,
+      order_note=SDE_NOTE + "; third_order='reference' (k-diffusion's weights) is second-order accurate, "
+      "third_order='taylor' gives order 3")
+
+register(Method(
+    name="dpm-solver-singlestep", title="DPM-Solver (single-step, diffusers)", paper=PAPERS, order=2,
+    stochastic=False, options=SINGLESTEP_OPTIONS, family="dpm",
+    defaults=dict(DIFFUSERS_GRID, order=2, algorithm_type="dpmsolver++", solver_type="midpoint",
+                  lower_order_final=False, third_order="diffusers"),
+    choices={"order": (1, 2, 3), "algorithm_type": ("dpmsolver", "dpmsolver++", "sde-dpmsolver++"),
+             "solver_type": ("midpoint", "heun")},
+    program=grid_program, grid=dpm_grid, plan=singlestep_plan, nfe=lambda s: s.grid.steps,
+    diffusers=Diffusers("DPMSolverSinglestepScheduler", dict(_SHARED, lower_order_final=False),
+                        translate_dpm_config)))
+
+register(Method(
+    name="dpm-solver-fast", title="DPM-Solver-fast", paper=PAPERS, order=3, stochastic=False,
+    options=PAPER_OPTIONS, defaults=dict(order=3, algorithm_type="dpmsolver", solver_type="midpoint"),
+    choices={"order": (1, 2, 3), "algorithm_type": ("dpmsolver", "dpmsolver++"),
+             "solver_type": ("midpoint", "heun")},
+    program=fast_program, grid=fast_grid, nfe=lambda s: s.steps))
+
+register(Method(
+    name="dpm-solver-adaptive", title="DPM-Solver-12/23 (adaptive step size)", paper=PAPERS, order=3,
+    stochastic=False, options=PAPER_OPTIONS + ("rtol", "atol"),
+    order_note="adaptive: the error follows rtol / atol, not the evaluation cap; the order is that of its "
+               "DPM-Solver-3 steps, measured against the evaluations its tolerance takes",
+    # data form by default: when the evaluation cap forces one long last step, the noise form's
+    # x0 = (x - sigma eps) / alpha blows up (relative error ~15 at 8 NFE on Gaussian data vs 0.3)
+    defaults=dict(order=3, algorithm_type="dpmsolver++", solver_type="midpoint"),
+    choices={"order": (2, 3), "algorithm_type": ("dpmsolver", "dpmsolver++"),
+             "solver_type": ("midpoint", "heun")},
+    program=adaptive_program, grid=adaptive_grid, nfe=lambda s: s.steps, adaptive=True))

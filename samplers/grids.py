@@ -41,7 +41,7 @@ def _check_steps(steps) -> int:
 
 def spaced_timesteps(spacing: str, steps: int, num_train_timesteps: int, *, steps_offset: int = 0,
                      family: str = "ddim", integer: bool = True) -> np.ndarray:
-    """diffusers' timestep tables (shared/REFERENCE.md §2), descending, as float64.
+    """diffusers' timestep tables (as its DDIM / DPMSolverMultistep schedulers build them), descending.
 
     ``family="ddim"`` is the N-point table of DDIM/DDPM/PNDM/Euler; ``family="dpm"`` is the
     (N+1)-point table with the last point dropped, used by DPM-Solver, UniPC and DEIS.

@@ -14,10 +14,18 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 @dataclass
 class Prediction:
-    x0: torch.Tensor                 # predicted clean sample
-    eps: torch.Tensor                # predicted noise
+    x0: torch.Tensor                 # predicted clean sample (clipped / thresholded where the sampler says)
+    eps: torch.Tensor                # predicted noise, consistent with x0: x = alpha x0 + sigma eps
     variance: torch.Tensor | None = None  # extra output channels of learned-variance models
     output: torch.Tensor | None = None    # the model's own output (its prediction type)
+    model_x0: torch.Tensor | None = None  # x0 and eps as the model gave them, before any clipping
+    model_eps: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.model_x0 is None:
+            self.model_x0 = self.x0
+        if self.model_eps is None:
+            self.model_eps = self.eps
 
 
 def predict(output: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float,
@@ -38,6 +46,16 @@ def predict(output: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float,
     else:
         raise ValueError(f"prediction_type={prediction_type!r}; allowed: {', '.join(PREDICTION_TYPES)}")
     return Prediction(x0=x0, eps=eps, variance=variance, output=output)
+
+
+def processed(pred: Prediction, x: torch.Tensor, alpha: float, sigma: float, options: dict) -> Prediction:
+    """The prediction with x0 clipped / thresholded (``process_x0``) and eps recomputed from that x0,
+    so every solver integrates one consistent pair; the model's own values stay in model_x0 / model_eps."""
+    x0 = process_x0(pred.x0, options)
+    if x0 is pred.x0 or sigma == 0:
+        return pred
+    return Prediction(x0=x0, eps=(x - alpha * x0) / sigma, variance=pred.variance, output=pred.output,
+                      model_x0=pred.model_x0, model_eps=pred.model_eps)
 
 
 def dynamic_threshold(x0: torch.Tensor, ratio: float = 0.995, max_value: float = 1.0) -> torch.Tensor:

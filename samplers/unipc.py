@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import diffusers_config
-from .core import GRID_OPTIONS, X0_OPTIONS, Eval, Method, Option, add_options, register
-from .dpm_solver import phi
+from .core import GRID_OPTIONS, X0_OPTIONS, Diffusers, Eval, Method, Option, add_options, register
+from .diffusers_config import COMMON
+from .expint import first_order_at_zero, multistep_grid, phi
 from .grids import Grid
 from .schedule import vp_coefficients
 
@@ -40,40 +40,6 @@ add_options(
     Option("disable_corrector", None, "UniPC: step indices whose result is not corrected (diffusers' "
            "disable_corrector; guided sampling often drops the first few)", list, nullable=True),
 )
-
-CONTINUOUS_SPACINGS = ("karras", "logsnr")
-
-
-# --------------------------------------------------------------------------------------------
-# The grid shared by diffusers' multistep family (UniPC, DEIS): the (N+1)-point timestep tables.
-def multistep_grid(sampler, final: str | None = None) -> Grid:
-    """The grid of diffusers' UniPC / DEIS schedulers.
-
-    - the zero-SNR end (k = inf) is clamped to the schedule's largest finite k, as diffusers
-      clamps alphas_cumprod[-1] to 2**-24 (the update formulas divide by alpha);
-    - ``final="sigma_min"`` ends at sigma(t=0) on timestep tables, but at the grid's own last
-      sigma on karras / exponential grids (diffusers repeats it: the last step is empty);
-    - ``round_timesteps`` on karras / exponential grids feeds the model round(t) or, with
-      ``timestep_rounding="floor"``, int(t) (diffusers' exponential grids), the solver keeping the exact sigma.
-    """
-    o = sampler.options
-    final = final or o.get("final_sigmas_type", "zero")
-    grid = sampler.make_grid(family="dpm", final="zero", round_timesteps=False)
-    t, sigma = grid.t.copy(), grid.sigma.copy()
-    sigma[:-1] = sampler.schedule.clamp_sigma(sigma[:-1])
-    continuous = o.get("spacing") in CONTINUOUS_SPACINGS and o.get("timesteps") is None
-    if continuous and o.get("round_timesteps"):
-        t[:-1] = np.floor(t[:-1]) if o.get("timestep_rounding") == "floor" else np.round(t[:-1])
-    if final == "sigma_min":
-        sigma[-1] = sigma[-2] if continuous else min(sampler.schedule.sigma_min, sigma[-2])
-        t[-1] = float(sampler.schedule.t_of_sigma(sigma[-1]))
-    return Grid(t=t, sigma=sigma)
-
-
-def first_order_at_zero(order: int, sigma_to: float) -> int:
-    """A step to sigma 0 spans an infinite lambda interval: only its first-order limit is finite."""
-    return 1 if sigma_to == 0 else order
-
 
 @dataclass
 class _Update:
@@ -131,7 +97,7 @@ def _unipc_update(k_from: float, k_to: float, past_k: list, order: int, data_for
 
 def _orders(sampler) -> list[int]:
     """The predictor order of each step: warm-up, lower_order_final, first order into sigma 0."""
-    n, p = sampler.steps, sampler.opt("solver_order")
+    n, p = sampler.steps, sampler.opt("order")
     orders = []
     for i in range(n):
         order = min(p, n - i) if sampler.opt("lower_order_final") else p
@@ -139,7 +105,13 @@ def _orders(sampler) -> list[int]:
     return orders
 
 
-def _plan(sampler):
+@dataclass(frozen=True)
+class UniPCPlan:
+    predictors: list       # _Update per step
+    correctors: list       # _Update or None per evaluation (the corrector of the step before it)
+
+
+def unipc_plan(sampler) -> UniPCPlan:
     g, data, bh1 = sampler.grid, sampler.opt("predict_x0"), sampler.opt("solver_type") == "bh1"
     orders = _orders(sampler)
     disabled = set(sampler.opt("disable_corrector") or ())
@@ -151,7 +123,7 @@ def _plan(sampler):
             on = sampler.opt("use_corrector") and i not in disabled
             correctors.append(_unipc_update(g.sigma[i], g.sigma[i + 1], past, order, data, bh1, True)
                               if on else None)
-    return predictors, correctors
+    return UniPCPlan(predictors, correctors)
 
 
 def _combine(update: _Update, x, outputs, new=None):
@@ -165,25 +137,17 @@ def _combine(update: _Update, x, outputs, new=None):
 
 
 def unipc_program(sampler, x, rng):
-    if sampler.plan is None:
-        sampler.plan = _plan(sampler)
-    predictors, correctors = sampler.plan
+    predictors, correctors = sampler.plan.predictors, sampler.plan.correctors
     g, data = sampler.grid, sampler.opt("predict_x0")
-    processed = any(sampler.opt(k) for k in ("thresholding", "clip_sample"))
     newest_first: list = []    # converted model outputs, newest first
     before_step = x            # the sample the previous predictor started from
     for i in range(sampler.steps):
         t, k = g.t[i], g.sigma[i]
         pred = yield Eval(x, t, k)
-        x0 = sampler.x0_processed(pred.x0) if processed else pred.x0
-        if data:
-            m = x0
-        else:
-            a, s = vp_coefficients(k)
-            m = (x - a * x0) / s if processed else pred.eps
+        m = pred.x0 if data else pred.eps
         if correctors[i] is not None:
             x = _combine(correctors[i], before_step, newest_first, m)
-        newest_first = [m] + newest_first[:max(0, sampler.opt("solver_order") - 1)]
+        newest_first = [m] + newest_first[:max(0, sampler.opt("order") - 1)]
         before_step = x
         x = _combine(predictors[i], x, newest_first)
     return x
@@ -194,17 +158,6 @@ def _grid(sampler) -> Grid:
     if bad is not None and not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in bad):
         raise ValueError(f"disable_corrector={bad!r} must be a list of step indices (integers)")
     return multistep_grid(sampler)
-
-
-register(Method(
-    name="unipc", title="UniPC (predictor-corrector)", paper="Zhao, Bai, Rao, Zhou, Lu 2023 (arXiv:2302.04867)",
-    order=3, stochastic=False,
-    options=GRID_OPTIONS + X0_OPTIONS + ("final_sigmas_type", "timestep_rounding", "solver_order",
-                                         "lower_order_final", "solver_type", "predict_x0", "use_corrector",
-                                         "disable_corrector"),
-    program=unipc_program, grid=_grid, family="dpm",
-    defaults={"spacing": "linspace", "solver_type": "bh2", "solver_order": 2, "final_sigmas_type": "zero"},
-    choices={"solver_order": (1, 2, 3), "solver_type": ("bh1", "bh2")}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,11 +179,9 @@ def sigma_grid_flags(cfg: dict, cls: str) -> dict:
 
 
 def _translate_unipc(cfg: dict, method: str) -> dict:
-    if method != "unipc":
-        return {}
     if cfg.get("solver_p") is not None:
-        raise ValueError("scheduler config key 'solver_p' (another scheduler as UniPC's predictor) is not supported; "
-                         "allowed: null")
+        raise ValueError(f"scheduler config key 'solver_p'={cfg['solver_p']!r} (another scheduler as UniPC's "
+                         "predictor) is not supported; allowed: null")
     # the class has no rho or clip_sample keys (a config written for another class may)
     out = dict(sigma_grid_flags(cfg, "UniPCMultistepScheduler"), rho=7.0, clip_sample=False)
     if cfg.get("solver_type") in ("midpoint", "heun", "logrho"):  # diffusers maps these to bh2
@@ -238,12 +189,20 @@ def _translate_unipc(cfg: dict, method: str) -> dict:
     return out
 
 
-diffusers_config.CLASS_DEFAULTS["UniPCMultistepScheduler"] = dict(
-    diffusers_config._COMMON, timestep_spacing="linspace", solver_order=2, thresholding=False,
-    dynamic_thresholding_ratio=0.995, sample_max_value=1.0, predict_x0=True, solver_type="bh2",
-    lower_order_final=True, disable_corrector=[], solver_p=None, use_karras_sigmas=False,
-    use_exponential_sigmas=False, use_beta_sigmas=False, use_flow_sigmas=False, final_sigmas_type="zero",
-    sigma_min=None, sigma_max=None, use_dynamic_shifting=False)
-diffusers_config.CLASS_TO_METHOD["UniPCMultistepScheduler"] = "unipc"
-diffusers_config.METHOD_TO_CLASS["unipc"] = "UniPCMultistepScheduler"
-diffusers_config.TRANSLATORS.append(_translate_unipc)
+register(Method(
+    name="unipc", title="UniPC (predictor-corrector)", paper="Zhao, Bai, Rao, Zhou, Lu 2023 (arXiv:2302.04867)",
+    order=3, stochastic=False,
+    order_note="the option order = p is the predictor UniP-p; the corrector UniC (on by default) raises it "
+               "to p + 1, so the default order=2 measures 3 (order p with use_corrector=False)",
+    options=GRID_OPTIONS + X0_OPTIONS + ("final_sigmas_type", "timestep_rounding", "order",
+                                         "lower_order_final", "solver_type", "predict_x0", "use_corrector",
+                                         "disable_corrector"),
+    program=unipc_program, grid=_grid, plan=unipc_plan, family="dpm",
+    defaults={"spacing": "linspace", "solver_type": "bh2", "order": 2, "final_sigmas_type": "zero"},
+    choices={"order": (1, 2, 3), "solver_type": ("bh1", "bh2")},
+    diffusers=Diffusers("UniPCMultistepScheduler", dict(
+        COMMON, timestep_spacing="linspace", solver_order=2, thresholding=False,
+        dynamic_thresholding_ratio=0.995, sample_max_value=1.0, predict_x0=True, solver_type="bh2",
+        lower_order_final=True, disable_corrector=[], solver_p=None, use_karras_sigmas=False,
+        use_exponential_sigmas=False, use_beta_sigmas=False, use_flow_sigmas=False, final_sigmas_type="zero",
+        sigma_min=None, sigma_max=None, use_dynamic_shifting=False), _translate_unipc)))

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import samplers  # noqa: E402
-from models.loading import load  # noqa: E402
+from models import load  # noqa: E402
 
 DEFAULT_ROWS = ("Smileys & Emotion", "Animals & Nature", "Food & Drink", "Flags")
 

@@ -1,4 +1,4 @@
-"""Analytic models: predictions equal their closed forms (REFERENCE.md section 5), equal
+"""Analytic models: predictions equal their closed forms (Gaussian closed forms), equal
 -sigma_t times a finite-difference score of log p_t, and the Gaussian flow map solves the
 probability-flow ODE."""
 import math
@@ -160,7 +160,7 @@ def test_gaussian_flow_to_clean_lands_on_the_data_distribution_in_float64():
 # Gaussian mixtures
 
 def mixture_closed_form(weights, means, covs, x, t):
-    """REFERENCE.md section 5, written with explicit matrix inverses."""
+    """The Gaussian closed forms, written with explicit matrix inverses."""
     a, s = alpha_sigma(t)
     dim = means.shape[1]
     logs, x0s = [], []

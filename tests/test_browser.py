@@ -33,12 +33,12 @@ if not os.path.exists(CHROMIUM):
 @pytest.fixture(scope="module")
 def served():
     import app
-    import runner
+    import lab
     from tests.app_helpers import launch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # shared 2-core machine: one intra-op thread is faster for these models
-    limits = runner.Limits(preview_fps=10)
+    limits = lab.Limits(preview_fps=10)
     demo = app.build_app(limits)
     url = launch(demo)
     yield url, limits
@@ -135,9 +135,9 @@ RAW_NAME = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)+$")   # snake_case: an identifier
 
 
 def assert_words(page) -> None:
-    import runner
+    import lab
 
-    raw = set(runner.generate_params()) | set(runner.COMPARE_PARAMS) | {"solver_order", "set_alpha_to_one"}
+    raw = set(lab.generate_params()) | set(lab.COMPARE_PARAMS) | {"solver_order", "set_alpha_to_one"}
     labels = labels_on_screen(page)
     assert labels
     # a lower-case parameter name as the whole label ("steps"), or a snake_case identifier anywhere in it
@@ -146,7 +146,7 @@ def assert_words(page) -> None:
 
 
 def test_the_page_opens_on_a_comparison_that_shows_samplers_differing(desktop, served, tmp_path):
-    import runner
+    import lab
     import views.compare
 
     page = desktop
@@ -159,7 +159,7 @@ def test_the_page_opens_on_a_comparison_that_shows_samplers_differing(desktop, s
     assert in_viewport(page, "#compare-preview img"), box(page, "#compare-preview")
     keep_screenshot(page, tmp_path, "arrival")
     table = page.inner_text("#compare-table")
-    shown = views.compare.cached_arrival(runner.initial_model()[0], served[1])
+    shown = views.compare.cached_arrival(lab.initial_model()[0], served[1])
     assert shown is not None
     _, _, gallery, rows, info = shown
     assert len(rows) >= 3
@@ -223,9 +223,14 @@ def test_generate_fits_one_screen_streams_and_stops(desktop, tmp_path):
     assert in_viewport(page, "#generate-stop")
     # a mouse click where the button is (playwright's wait for a "stable" element can outlast the run)
     page.click("#generate-stop", force=True)
+    # the status says where it stopped (lab.Live), and the run's last picture stays
+    page.wait_for_function("() => /stopped at step \\d+\\/200 \\(NFE \\d+\\)/.test("
+                           "document.querySelector('#generate-status').innerText)", timeout=30_000)
     stopped_at = page.inner_text("#generate-status")
     page.wait_for_timeout(1500)
     assert "done" not in page.inner_text("#generate-status"), (stopped_at, page.inner_text("#generate-status"))
+    page.evaluate("window.scrollTo(0, 0)")
+    keep_screenshot(page, tmp_path, "generate-stopped")
     assert not page.errors, page.errors
 
 
@@ -334,6 +339,56 @@ def test_phone_reaches_the_run_buttons_and_every_tab(phone, tmp_path):
     print(f"390x844: Generate button {box(page, '#generate-button')}")
     assert box(page, "#generate-button")["bottom"] < 2 * PHONE["height"]
     assert not page.errors, page.errors
+
+
+def test_choosing_a_2d_model_turns_the_error_views_images_into_points(desktop):
+    page = desktop
+    open_tab(page, "Error vs steps")
+    model = page.get_by_label("Model", exact=True).first
+    model.click()
+    model.fill("mixture-2d")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#errors-num-images').innerText.includes('Points')",
+                           timeout=30_000)
+    assert page.input_value("#errors-num-images input") == "200"
+    assert_words(page)
+
+
+def test_an_out_of_range_steps_box_is_told_by_name_and_nothing_runs(desktop, served):
+    page = desktop
+    open_tab(page, "Generate")
+    page.evaluate("window.scrollTo(0, 0)")
+    runs_before = len(__import__("lab").RUNS)
+    box = page.locator("#generate-steps input")
+    top = served[1].max_steps
+    for typed, needle in (("0", f"steps=0 is out of range (allowed: 1 <= steps <= {top}"), ("", "steps=''")):
+        box.fill(typed)
+        page.click("#generate-button")
+        page.wait_for_function("n => document.body.innerText.includes(n)", arg=needle, timeout=30_000)
+        assert box.input_value() == typed            # the box still shows what was typed: nothing was changed
+    page.wait_for_timeout(500)
+    assert len(__import__("lab").RUNS) == runs_before   # the run did not start
+    for close in page.locator(".toast-close").all():
+        close.click()
+    box.fill("25")
+
+
+def test_stop_says_where_the_run_stopped_and_keeps_the_trace(desktop):
+    page = desktop
+    open_tab(page, "Generate")
+    page.evaluate("window.scrollTo(0, 0)")
+    page.locator("#generate-steps input").fill("200")
+    page.click("#generate-button")
+    page.wait_for_function("() => document.querySelector('#generate-status').innerText.startsWith('step ')",
+                           timeout=60_000)
+    page.wait_for_timeout(300)
+    page.click("#generate-stop", force=True)
+    page.wait_for_function("() => /stopped at step \\d+\\/200 \\(NFE \\d+\\)/.test("
+                           "document.querySelector('#generate-status').innerText)", timeout=30_000)
+    assert "Trace of" in page.inner_text("#trace-note")
+    assert len(plotly_data(page, "#trace-change")) >= 1
+    page.wait_for_function("() => (document.querySelector('#preview img')?.naturalWidth || 0) > 0", timeout=30_000)
+    page.locator("#generate-steps input").fill("25")
 
 
 def test_no_uncaught_page_errors_on_the_desktop_page(desktop):

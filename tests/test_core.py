@@ -43,7 +43,7 @@ def test_unknown_beta_schedule_is_named():
         NoiseSchedule.from_config({"beta_schedule": "cubic"})
 
 
-# --- timestep grids (shared/REFERENCE.md §2) -------------------------------------------------
+# --- timestep grids (diffusers' tables) -------------------------------------------------
 def test_diffusers_timestep_tables():
     assert list(spaced_timesteps("linspace", 10, T)) == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
     assert list(spaced_timesteps("leading", 10, T)) == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
@@ -192,7 +192,7 @@ def test_steps_offset_with_as_many_steps_as_train_steps_is_a_clear_error():
     (dict(method="ddim", steps=10, eta="0.5"), r"eta='0.5' must be a number"),
     (dict(method="ddim", steps=10, spacing="cosine"), r"spacing='cosine' is not allowed; allowed: leading"),
     (dict(method="euler-ish", steps=10), r"sampler='euler-ish' is unknown; allowed: ddim"),
-    (dict(method="ddim", steps=10, solver_order=9), r"option\(s\) solver_order do not apply to sampler 'ddim'"),
+    (dict(method="ddim", steps=10, order=9), r"option\(s\) order do not apply to sampler 'ddim'"),
     (dict(method="ddpm", steps=10, variance_type="huge"), r"variance_type='huge' is not allowed"),
     (dict(method="ddim", steps=10, prediction_type="score"), r"prediction_type='score' is not allowed"),
     (dict(method="ddim", steps=3, spacing="custom", timesteps=[5, 900, 0]), r"strictly descending"),
@@ -231,5 +231,5 @@ def test_registry_describes_every_sampler():
     rows = {r["name"]: r for r in samplers.describe(10)}
     assert {"ddpm", "ddim", "pndm", "plms", "s-pndm", "f-pndm"} <= set(rows)
     assert rows["pndm"]["nfe"] == 19 and rows["plms"]["nfe"] == 11 and rows["ddim"]["nfe"] == 10
-    assert rows["ddim"]["stochastic"] and not rows["plms"]["stochastic"]
+    assert rows["ddpm"]["stochastic"] and not rows["ddim"]["stochastic"] and not rows["plms"]["stochastic"]
     assert all(r["paper"] and r["title"] for r in rows.values())

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import samplers
+from samplers.evaluation import fit_order
 from conftest import rel_diff, toy_model
 from models.analytic import GaussianData, GaussianMixture
 
@@ -197,9 +198,8 @@ def test_repeated_karras_timesteps_do_not_break(config, steps):
     # 999) and put sigma_max 2.6e-4 off (float32 1 - beta near 0.999): the images differ by ~1e-3.
     # Given diffusers' own timesteps and sigmas, our solver reproduces its image.
     assert rel_diff(got, ref) < 3e-3
-    sampler.grid = samplers.Grid(t=np.append(fixed.timesteps.numpy(), 0.0).astype(np.float64),
-                                 sigma=fixed.sigmas.numpy().astype(np.float64))
-    sampler.plan = None
+    sampler = sampler.with_grid(samplers.Grid(t=np.append(fixed.timesteps.numpy(), 0.0).astype(np.float64),
+                                              sigma=fixed.sigmas.numpy().astype(np.float64)))
     assert rel_diff(sampler.sample(model, noise, torch.Generator().manual_seed(0)), ref) < 1e-4
 
 
@@ -269,7 +269,7 @@ def test_diffusers_sde_third_order_singlestep_is_unstable():
     noise = noise_for(9, dtype=torch.float64)
 
     def sensitivity(rule):
-        s = samplers.create("dpm-solver-singlestep", 30, algorithm_type="sde-dpmsolver++", solver_order=3,
+        s = samplers.create("dpm-solver-singlestep", 30, algorithm_type="sde-dpmsolver++", order=3,
                             solver_type="heun", third_order=rule)
         a = s.sample(model, noise, torch.Generator().manual_seed(1))
         b = s.sample(model, noise * (1 + 1e-9), torch.Generator().manual_seed(1))
@@ -360,7 +360,7 @@ def measured_order(gaussian, name, counts, **options):
     """Slope of log error vs log number of steps on grids uniform in lambda ending at sigma_min."""
     data, x, exact = gaussian
     errors = [(samplers.create(name, n, **options).sample(data, x) - exact).abs().max().item() for n in counts]
-    return -np.polyfit(np.log(counts), np.log(errors), 1)[0]
+    return fit_order(counts, errors)["order"]
 
 
 LAMBDA_GRID = dict(spacing="logsnr", round_timesteps=False, final_sigmas_type="sigma_min")
@@ -373,7 +373,7 @@ MULTISTEP_COUNTS = [20, 28, 40, 56, 80]
     (3, "dpmsolver", "midpoint"), (3, "dpmsolver++", "midpoint")])
 def test_multistep_orders(gaussian, order, algorithm, solver_type):
     slope = measured_order(gaussian, "dpm-solver", MULTISTEP_COUNTS, algorithm_type=algorithm,
-                           solver_order=order, solver_type=solver_type, lower_order_final=False,
+                           order=order, solver_type=solver_type, lower_order_final=False,
                            third_order="taylor", **LAMBDA_GRID)
     assert slope > order - 0.3
 
@@ -382,7 +382,7 @@ def test_multistep_orders(gaussian, order, algorithm, solver_type):
 def test_reference_third_order_multistep_is_second_order(gaussian, algorithm):
     """Lu et al.'s code, diffusers and k-diffusion weigh the multistep second difference with half
     its Taylor weight: their 3M converges with order 2."""
-    slope = measured_order(gaussian, "dpm-solver", MULTISTEP_COUNTS, algorithm_type=algorithm, solver_order=3,
+    slope = measured_order(gaussian, "dpm-solver", MULTISTEP_COUNTS, algorithm_type=algorithm, order=3,
                            lower_order_final=False, third_order="reference", **LAMBDA_GRID)
     assert 1.7 < slope < 2.5
 
@@ -394,7 +394,7 @@ def test_singlestep_orders(gaussian, order, solver_type, algorithm):
     # steps = k * order + 1: whole groups plus the empty step at sigma_min
     counts = [order * (n // order) + 1 for n in MULTISTEP_COUNTS]
     slope = measured_order(gaussian, "dpm-solver-singlestep", counts, algorithm_type=algorithm,
-                           solver_order=order, solver_type=solver_type, **LAMBDA_GRID)
+                           order=order, solver_type=solver_type, **LAMBDA_GRID)
     assert slope > order - 0.3
 
 
@@ -403,7 +403,7 @@ def test_singlestep_orders(gaussian, order, solver_type, algorithm):
 @pytest.mark.parametrize("algorithm", ["dpmsolver", "dpmsolver++"])
 def test_fast_orders(gaussian, order, counts, algorithm):
     # third order: evaluations = 2 mod 3, i.e. third-order steps and one second-order step
-    slope = measured_order(gaussian, "dpm-solver-fast", counts, solver_order=order, algorithm_type=algorithm)
+    slope = measured_order(gaussian, "dpm-solver-fast", counts, order=order, algorithm_type=algorithm)
     assert slope > order - 0.3
 
 
@@ -412,7 +412,7 @@ def test_fast_orders(gaussian, order, counts, algorithm):
                                   dict(spacing="custom", timesteps=[999, 700, 420, 230, 90, 31, 5])], ids=case_id)
 def test_first_order_is_ddim(gaussian, algorithm, grid):
     data, x, _ = gaussian
-    dpm = samplers.create("dpm-solver", 7, algorithm_type=algorithm, solver_order=1, **grid).sample(data, x)
+    dpm = samplers.create("dpm-solver", 7, algorithm_type=algorithm, order=1, **grid).sample(data, x)
     ddim = samplers.create("ddim", 7, eta=0.0, prev_timestep="grid", set_alpha_to_one=True, **grid).sample(data, x)
     assert (dpm - ddim).abs().max().item() < 1e-13
 
@@ -424,7 +424,7 @@ def test_fast_spends_exactly_its_budget(order):
     for steps in range(1, 13):
         calls = []
         model = lambda x, t: calls.append(1) or toy_model()(x, t)  # noqa: E731
-        sampler = samplers.create("dpm-solver-fast", steps, solver_order=order)
+        sampler = samplers.create("dpm-solver-fast", steps, order=order)
         records = list(sampler.run(model, noise_for(12)))
         assert len(calls) == records[-1].nfe == sampler.nfe == steps
         assert sum(samplers.dpm_solver.fast_orders(steps, order)) == steps
@@ -437,7 +437,7 @@ def test_adaptive_beats_uniform_steps_where_difficulty_is_local():
     data = GaussianMixture.two_d()
     x = torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     # third order, 400 steps: within 2e-5 of a 1500-step solve, 50x below the errors compared here
-    reference = samplers.create("dpm-solver++", 400, solver_order=3, third_order="taylor",
+    reference = samplers.create("dpm-solver++", 400, order=3, third_order="taylor",
                                 **LAMBDA_GRID).sample(data, x)
     adaptive = samplers.create("dpm-solver-adaptive", 1000, algorithm_type="dpmsolver++", rtol=0.01, atol=0.001)
     records = list(adaptive.run(data, x))
@@ -453,7 +453,7 @@ def test_adaptive_stays_within_its_budget_and_reaches_the_end(gaussian):
     for order, budget in [(2, 2), (2, 9), (3, 3), (3, 10)]:
         calls = []
         model = lambda x_, t: calls.append(1) or data(x_, t)  # noqa: E731
-        out = samplers.create("dpm-solver-adaptive", budget, solver_order=order, rtol=1e-4, atol=1e-5,
+        out = samplers.create("dpm-solver-adaptive", budget, order=order, rtol=1e-4, atol=1e-5,
                               algorithm_type="dpmsolver++").sample(model, x)
         assert len(calls) <= budget
         # a run cut short ends with one long step to sigma_min: much closer to the exact end point than
@@ -464,10 +464,10 @@ def test_adaptive_stays_within_its_budget_and_reaches_the_end(gaussian):
 # --------------------------------------------------------------------------------------------
 # Bad input.
 @pytest.mark.parametrize("name,options,named", [
-    ("dpm-solver", dict(solver_order=4), "solver_order"),
-    ("dpm-solver-singlestep", dict(solver_order=4), "solver_order"),
-    ("dpm-solver-adaptive", dict(solver_order=1), "solver_order"),
-    ("dpm++2m-sde", dict(solver_order=3), "solver_order"),
+    ("dpm-solver", dict(order=4), r"order=4 is not allowed"),
+    ("dpm-solver-singlestep", dict(order=4), r"order=4 is not allowed"),
+    ("dpm-solver-adaptive", dict(order=1), r"order=1 is not allowed"),
+    ("dpm++2m-sde", dict(order=3), r"order=3 is not allowed"),
     ("dpm-solver", dict(algorithm_type="deis"), "algorithm_type"),
     ("dpm-solver-singlestep", dict(algorithm_type="sde-dpmsolver"), "algorithm_type"),
     ("dpm-solver-fast", dict(algorithm_type="sde-dpmsolver++"), "algorithm_type"),
@@ -485,11 +485,11 @@ def test_bad_options_name_the_option(name, options, named):
 
 def test_bad_budget_and_configs_name_the_key():
     with pytest.raises(ValueError, match="steps"):
-        samplers.create("dpm-solver-adaptive", 2, solver_order=3)
+        samplers.create("dpm-solver-adaptive", 2, order=3)
     for key in ("use_beta_sigmas", "use_flow_sigmas"):
         with pytest.raises(ValueError, match=key):
             samplers.from_diffusers_config({"_class_name": MULTI, key: True}, 10)
-    with pytest.raises(ValueError, match="solver_order"):
+    with pytest.raises(ValueError, match=r"'solver_order': order=4"):
         samplers.from_diffusers_config({"_class_name": MULTI, "solver_order": 4}, 10)
     with pytest.raises(ValueError, match="prediction_type"):
         samplers.from_diffusers_config({"_class_name": SINGLE, "prediction_type": "flow_prediction"}, 10)

@@ -89,7 +89,7 @@ def test_matches_diffusers(case):
     stochastic = cls in STOCHASTIC or step_kwargs.get("s_churn", 0) > 0
     ref, calls = diffusers_loop(getattr(diffusers, cls)(**cfg), model, noise, steps,
                                 torch.Generator().manual_seed(5) if stochastic else None, **step_kwargs)
-    options = {("solver_order" if k == "order" else k): v for k, v in step_kwargs.items()}
+    options = dict(step_kwargs)   # LMS step(order=...) is our option order
     sampler = samplers.from_diffusers_config(dict(cfg, _class_name=cls), steps, **options)
     got = sampler.sample(model, noise, torch.Generator().manual_seed(5))
     # a run that stops at sigma_min: diffusers returns the VE sample, we the VP one (x / sqrt(1 + k^2))
@@ -151,7 +151,7 @@ def measured_order(method, counts=(8, 16, 32, 64), **options):
 
 @pytest.mark.parametrize("method,order,options", [
     ("euler", 1, {}), ("heun", 2, {}), ("dpm2", 2, {}), ("dpm++2s-a", 2, {"eta": 0.0}),
-    ("lms", 2, {"solver_order": 2}), ("euler-a", 1, {"eta": 0.0}), ("dpm2-a", 2, {"eta": 0.0}),
+    ("lms", 2, {"order": 2}), ("euler-a", 1, {"eta": 0.0}), ("dpm2-a", 2, {"eta": 0.0}),
 ])
 def test_order_of_accuracy_on_gaussian_data(method, order, options):
     slopes, errors = measured_order(method, **options)
@@ -159,11 +159,11 @@ def test_order_of_accuracy_on_gaussian_data(method, order, options):
     assert slopes[-1] == pytest.approx(order, abs=0.25), (slopes, errors)
 
 
-def test_lms_gains_order_with_solver_order():
+def test_lms_gains_order_with_its_order_option():
     """LMS on a log-spaced sigma grid: higher orders give smaller errors and steeper convergence
     (measured slopes at 32 -> 64 steps: about 1.8, 2.6, 3.4 for orders 2, 3, 4; order 4 is still
     approaching 4 there because the first steps run at lower order)."""
-    results = {order: measured_order("lms", solver_order=order) for order in (2, 3, 4)}
+    results = {order: measured_order("lms", order=order) for order in (2, 3, 4)}
     for order in (2, 3, 4):
         print(f"lms-{order} slopes", results[order][0], "errors", results[order][1])
     errors = [results[order][1][-1] for order in (2, 3, 4)]
@@ -279,7 +279,7 @@ def test_zero_snr_schedule_is_clamped_like_diffusers():
     ("euler", {"s_churn": -1.0}, "s_churn"),
     ("euler", {"s_noise": "big"}, "s_noise"),
     ("euler", {"churn_rule": "both"}, "churn_rule"),
-    ("lms", {"solver_order": 5}, "solver_order"),
+    ("lms", {"order": 5}, r"order=5 is out of range"),
     ("heun", {"interpolation_type": "log_linear"}, "interpolation_type"),
     ("heun", {"eta": 0.5}, "eta"),
     ("euler-a", {"eta": 1.5}, "eta"),

@@ -130,7 +130,8 @@ def test_unipc_final_sigma_zero_is_finite_and_accurate(options):
     if broken is not None and torch.isfinite(broken).all():   # (once diffusers is fixed, the results must agree)
         assert rel_diff(ours, broken) < 1e-4
     gaussian, gnoise = gaussian_problem()
-    errors = {steps: exact_error(gaussian, samplers.create("unipc", steps, **options), gnoise) for steps in (20, 40)}
+    unipc = lambda steps: samplers.from_diffusers_config(dict(options, _class_name="UniPCMultistepScheduler"), steps)  # noqa: E731
+    errors = {steps: exact_error(gaussian, unipc(steps), gnoise) for steps in (20, 40)}
     assert errors[40] < 0.02 and errors[40] < 0.6 * errors[20], errors
     if options.get("predict_x0", True) and options.get("lower_order_final", True):
         # the data form: as accurate as diffusers' working default (bh2)
@@ -141,8 +142,7 @@ def test_unipc_final_sigma_zero_is_finite_and_accurate(options):
         # the last step is the h -> inf limit of diffusers' own formula: ending at a tiny sigma instead agrees
         sampler = samplers.create("unipc", 20, **options)
         at_zero = sampler.sample(gaussian, gnoise)
-        sampler.grid = samplers.Grid(t=sampler.grid.t, sigma=np.append(sampler.grid.sigma[:-1], 1e-9))
-        sampler.plan = None
+        sampler = sampler.with_grid(samplers.Grid(t=sampler.grid.t, sigma=np.append(sampler.grid.sigma[:-1], 1e-9)))
         assert rel_diff(sampler.sample(gaussian, gnoise), at_zero) < 1e-7
 
 
@@ -167,7 +167,7 @@ def test_deis_final_sigma_zero_reaches_the_clean_end():
     """diffusers' DEIS always stops at sigma_min; ours can take the last step to sigma 0 (first order)."""
     model, noise = gaussian_problem()
     for solver_type in ("logrho", "tab"):
-        runs = [samplers.create("deis", n, solver_order=3, solver_type=solver_type, final_sigmas_type="zero")
+        runs = [samplers.create("deis", n, order=3, solver_type=solver_type, final_sigmas_type="zero")
                 for n in (40, 80)]
         assert runs[0].grid.sigma[-1] == 0
         err40, err80 = (exact_error(model, s, noise) for s in runs)
@@ -196,7 +196,7 @@ def test_deis_weights_integrate_polynomials_exactly():
 def test_ipndm_order_one_is_ddim():
     model, noise = gaussian_problem()
     for spacing in ("trailing", "karras"):
-        ipndm = samplers.create("ipndm", 12, spacing=spacing, solver_order=1)
+        ipndm = samplers.create("ipndm", 12, spacing=spacing, order=1)
         ddim = samplers.create("ddim", 12, spacing=spacing, prev_timestep="grid")
         assert rel_diff(ipndm.sample(model, noise), ddim.sample(model, noise)) < 1e-12
 
@@ -211,9 +211,9 @@ def test_ipndm_warm_up_costs_no_extra_evaluation():
 
 
 @pytest.mark.parametrize("method,options,message", [
-    ("unipc", dict(solver_order=4), "solver_order"), ("unipc", dict(solver_type="midpoint"), "solver_type"),
+    ("unipc", dict(order=4), r"order=4 is not allowed"), ("unipc", dict(solver_type="midpoint"), "solver_type"),
     ("unipc", dict(disable_corrector=["first"]), "disable_corrector"), ("deis", dict(solver_type="bh2"), "solver_type"),
-    ("deis", dict(solver_order=4), "solver_order"), ("ipndm", dict(solver_order=5), "solver_order"),
+    ("deis", dict(order=4), r"order=4 is not allowed"), ("ipndm", dict(order=5), r"order=5 is out of range"),
 ])
 def test_bad_options_name_the_parameter(method, options, message):
     with pytest.raises(ValueError, match=message):
@@ -243,7 +243,7 @@ def test_a_config_of_another_class_reads_as_in_diffusers(source, options, target
     model = toy_model()
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     ref = diffusers_loop(getattr(diffusers, target).from_config(config), model, noise, 8)
-    got = samplers.from_diffusers_config(config, 8, method=samplers.diffusers_config.CLASS_TO_METHOD[target])
+    got = samplers.from_diffusers_config(config, 8, method=samplers.diffusers_config.classes()[target][0])
     assert rel_diff(got.sample(model, noise), ref) < 1e-4
 
 

@@ -130,9 +130,17 @@ def sampler_text(name: str) -> str:
     m = samplers.REGISTRY.get(name)
     if m is None:
         return ""
-    kind = "stochastic (for some settings)" if m.stochastic else "deterministic"
-    order = f"order {m.order}" if m.order else "no ODE order (it adds noise)"
-    return f"**{m.title}** · {m.paper} · {order}, {kind}. {SAMPLERS.get(name, '')}"
+    # the kernel's honest metadata: the measured order, the textbook one where it differs, and whether the
+    # DEFAULT configuration draws noise (ddim and euler only do with eta / s_churn > 0)
+    kind = "stochastic (draws fresh noise by default)" if m.stochastic else "deterministic by default"
+    if m.order:
+        order = f"measured order {m.order}"
+        if m.nominal_order is not None and m.nominal_order != m.order:
+            order += f" (nominal {m.nominal_order})"
+    else:
+        order = "no ODE order (it samples the SDE)"
+    note = f" Order: {m.order_note}." if m.order_note else ""
+    return f"**{m.title}** · {m.paper} · {order}, {kind}. {SAMPLERS.get(name, '')}{note}"
 
 
 def nfe_note(name: str, steps: int, nfe: int | None) -> str:

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import gradio as gr
 
-import runner
+import lab
 import samplers
 from views import explain
 from views.common import sampler_choices
 
-ORDER_OPTION = "solver_order"   # the kernel's name of the order option
+ORDER_OPTION = "order"   # the kernel's name of the order option (issue 12)
 TRACE_WHILE_RUNNING = ("The trace appears when the run ends.", None, None, None, None)
 
 
 def option_component(option: samplers.Option):
     """A control whose empty value (None) means "this sampler's own default"."""
     common = dict(label=explain.label(option.name), info=option.help, value=None, visible=False)
-    choices = runner.option_choices(option)
+    choices = lab.option_choices(option)
     if option.kind is bool:
         return gr.Radio(choices=[("on", True), ("off", False)], **common)
     if option.kind is str and choices is not None:
@@ -30,8 +30,8 @@ def option_component(option: samplers.Option):
         return gr.Radio(choices=list(choices), **common)
     if option.kind is list:
         return gr.Textbox(placeholder="descending train timesteps, e.g. 999, 700, 400, 100", **common)
-    return gr.Number(minimum=option.low, maximum=option.high, precision=0 if option.kind is int else None,
-                     step=1 if option.kind is int else 0.05, **common)
+    # no minimum / maximum: Gradio would clamp a typed value silently; lab checks it and says what is allowed
+    return gr.Number(precision=0 if option.kind is int else None, step=1 if option.kind is int else 0.05, **common)
 
 
 def shown_for_spacing(option_name: str, spacing) -> bool:
@@ -40,13 +40,13 @@ def shown_for_spacing(option_name: str, spacing) -> bool:
     return grids is None or spacing in grids
 
 
-def option_updates(info: runner.ModelInfo | None, method_name: str, options: list[samplers.Option]):
+def option_updates(info: lab.ModelInfo | None, method_name: str, options: list[samplers.Option]):
     """Visibility, narrowed choices and this model's default value for every option control, and a hint."""
-    applies = runner.method_applies(method_name) if method_name in samplers.REGISTRY else set()
+    applies = lab.method_applies(method_name) if method_name in samplers.REGISTRY else set()
     defaults = {}
     if info is not None and method_name in samplers.REGISTRY:
         try:
-            defaults = runner.default_options(info, method_name)
+            defaults = lab.default_options(info, method_name)
         except ValueError:
             defaults = {}
     spacing = defaults.get("spacing")
@@ -55,8 +55,8 @@ def option_updates(info: runner.ModelInfo | None, method_name: str, options: lis
         if o.name not in applies:
             updates.append(gr.update(visible=False, value=None))
             continue
-        kw = dict(visible=shown_for_spacing(o.name, spacing), value=runner._jsonable(defaults.get(o.name)))
-        choices = runner.option_choices(o, method_name)
+        kw = dict(visible=shown_for_spacing(o.name, spacing), value=lab.jsonable(defaults.get(o.name)))
+        choices = lab.option_choices(o, method_name)
         if choices is not None and o.kind is not bool:
             kw["choices"] = list(choices)
         updates.append(gr.update(**kw))
@@ -67,30 +67,31 @@ def option_updates(info: runner.ModelInfo | None, method_name: str, options: lis
 
 def spacing_updates(method_name: str, spacing, options: list[samplers.Option]):
     """After a spacing change: show the grid options that spacing reads, hide the others (values kept)."""
-    applies = runner.method_applies(method_name) if method_name in samplers.REGISTRY else set()
+    applies = lab.method_applies(method_name) if method_name in samplers.REGISTRY else set()
     return [gr.update(visible=o.name in applies and shown_for_spacing(o.name, spacing)) if o.name in
             explain.SPACING_ONLY else gr.skip() for o in options]
 
 
-def nfe_text(info: runner.ModelInfo | None, request: runner.GenerateRequest | None, limits: runner.Limits) -> str:
+def nfe_text(info: lab.ModelInfo | None, request: lab.GenerateRequest | None, limits: lab.Limits) -> str:
     """The steps' model evaluations with the reason, for the set-up as it would run."""
     if info is None or request is None:
         return ""
     try:
-        sampler = runner.build_sampler(info, request.setup, request.cond, limits)
+        sampler = lab.build_sampler(info, request.setup, request.cond, limits)
     except ValueError:
         return ""
     return explain.nfe_note(sampler.name, sampler.steps, int(sampler.nfe))
 
 
-def tab(limits: runner.Limits, options: list[samplers.Option]) -> dict:
+def tab(limits: lab.Limits, options: list[samplers.Option]) -> dict:
     names = list(samplers.REGISTRY)
     first = "ddim" if "ddim" in names else names[0]
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
             sampler = gr.Dropdown(choices=sampler_choices(), value=first, label="Sampler")
-            steps = gr.Slider(1, limits.max_steps, value=10, step=1, label="Steps", elem_id="generate-steps",
-                              info="fewer steps: faster, and the samplers differ more")
+            # Numbers without minimum / maximum: Gradio clamps a typed value silently; lab refuses it by name
+            steps = gr.Number(value=10, precision=0, label="Steps", elem_id="generate-steps",
+                              info=f"1 to {limits.max_steps}; fewer steps: faster, and the samplers differ more")
             nfe = gr.Markdown(explain.nfe_note(first, 10, 10), elem_classes="hint", elem_id="generate-nfe")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="generate-button", scale=2)
@@ -98,13 +99,13 @@ def tab(limits: runner.Limits, options: list[samplers.Option]) -> dict:
             # what the sampler does, under the button: a long text must not push the button off the screen
             summary = gr.Markdown(explain.sampler_text(first), elem_classes="hint", elem_id="generate-summary")
             with gr.Row():
-                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", info="the same seed: the same noise",
+                seed = gr.Number(value=0, precision=0, label="Seed", info="the same seed: the same noise",
                                  scale=3)
                 dice = gr.Button("random seed", scale=1, min_width=60)
-            num_images = gr.Slider(1, limits.max_images, value=1, step=1, label="Images",
-                                   info="pictures drawn side by side from one seed")
-            main = [o for o in options if o.name in runner.MAIN_OPTIONS]
-            more = [o for o in options if o.name not in runner.MAIN_OPTIONS]
+            num_images = gr.Number(value=1, precision=0, label="Images", elem_id="generate-num-images",
+                                   info=f"1 to {limits.max_images}: pictures drawn side by side from one seed")
+            main = [o for o in options if lab.is_main(o)]
+            more = [o for o in options if not lab.is_main(o)]
             comps = {}
             for o in main:
                 comps[o.name] = option_component(o)

@@ -75,7 +75,7 @@ def offered_models(limits: Limits) -> tuple[list[str], str]:
     why = []
     if too_big:
         why.append(f"{', '.join(too_big)} ({max(HUB_RESOLUTION[m] for m in too_big)} px images; this machine allows "
-                   f"MAX_RESOLUTION={limits.max_resolution} px)")
+                   f"images up to {limits.max_resolution} px)")
     if unreachable:
         why.append(f"{', '.join(unreachable)} (the Hub cannot be reached from here and it is not in the local cache)")
     return offered, ("Not offered here: " + "; ".join(why) + ".") if why else ""

@@ -9,7 +9,7 @@ package. Named API endpoints: ``/generate``, ``/compare`` and one per view in ``
 from __future__ import annotations
 
 # ZeroGPU wants `spaces` imported before torch (views.common imports it first); elsewhere it is absent.
-from views.common import cancel_watch, errors_as_gradio, gpu, named, sampler_choices, session_key, spaces  # noqa: I001
+from views.common import cancel_watch, errors_as_gradio, gpu, named, session_key, spaces  # noqa: I001
 
 import os
 import random
@@ -68,11 +68,19 @@ def live_run(kind: str) -> lab.Live:
     return live
 
 
+def stop_watch(live: lab.Live):
+    """True once this request is cancelled or the page's Stop has asked this run to stop."""
+    cancelled = cancel_watch()
+    return lambda: live.stop_requested or cancelled()
+
+
 def stopped_run(kind: str, wait: float = 5.0) -> lab.Live | None:
     """This session's latest run of ``kind`` once its Stop has landed; None if nothing was stopped."""
     live = LIVE.get(session_key(kind))
     if live is None or live.record is None:
         return None
+    # the page's cancel may reach Gradio only after this handler returns: the run is told directly too
+    live.stop_requested = True
     deadline = time.time() + wait
     while live.record.status == "running" and time.time() < deadline:
         time.sleep(0.01)
@@ -249,7 +257,7 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
             live = live_run("generate")
             try:
                 request = lab.parse_generate(dict(zip(gen_params, values)), limits)
-                for p in lab.in_background(lambda: lab.generate(request, limits, live=live), cancelled=cancel_watch()):
+                for p in lab.in_background(lambda: lab.generate(request, limits, live=live), cancelled=stop_watch(live)):
                     shown = preview_file.update(p.preview)
                     if not p.done:
                         yield shown, p.status(), None, None, None, *TRACE_WHILE_RUNNING
@@ -380,7 +388,7 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
             live = live_run("compare")
             try:
                 request = lab.parse_compare(dict(zip(compare_params, values)), limits)
-                for picture, status, gallery, table, info in views.compare.updates(request, limits, cancel_watch(),
+                for picture, status, gallery, table, info in views.compare.updates(request, limits, stop_watch(live),
                                                                                    live=live):
                     shown = preview_file.update(picture) if gallery is None else picture
                     yield shown, status, gallery, table, info

@@ -207,6 +207,7 @@ class Live:
     samplers: list = field(default_factory=list)
     latest: list = field(default_factory=list)     # each set-up's latest samplers.Step (None before its first)
     tracer: Any = None                             # lab.trace.Tracer of a single run
+    stop_requested: bool = False                   # set by the page's Stop: the run halts at its next evaluation
 
     def start(self, kind: str, record: RunRecord, info: ModelInfo, built: list, tracer=None) -> None:
         self.kind, self.record, self.info, self.samplers, self.tracer = kind, record, info, list(built), tracer

@@ -61,7 +61,8 @@ def open_page(browser, url, viewport):
     page.errors = []   # uncaught exceptions and console errors, as text
     page.on("pageerror", lambda exc: page.errors.append(f"pageerror: {exc}"))
     page.on("console", lambda msg: page.errors.append(f"console: {msg.text}") if msg.type == "error" else None)
-    page.on("response", lambda r: page.errors.append(f"http {r.status}: {r.url}") if r.status >= 400 else None)
+    page.on("response", lambda r: page.errors.append(f"http {r.status}: {r.url} {(r.request.post_data or '')[:160]}")
+            if r.status >= 400 else None)
     page.goto(url, wait_until="domcontentloaded")
     page.wait_for_selector("#compare-button", timeout=60_000)
     # the page-load event fills in the model's classes and the sampler's defaults
@@ -162,6 +163,7 @@ def test_the_page_opens_on_a_comparison_that_shows_samplers_differing(desktop, s
     shown = views.compare.cached_arrival(lab.initial_model()[0], served[1])
     assert shown is not None
     _, _, gallery, rows, info = shown
+    rows = getattr(rows, "data", rows)   # a Styler (4 significant digits shown) around its DataFrame
     assert len(rows) >= 3
     for r in info["results"]:   # every set-up is labelled on the page with its sampler and its NFE
         assert r["sampler"] in table and r["distance"] is not None

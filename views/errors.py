@@ -2,7 +2,6 @@
 (lab.analysis.error_curve, streamed one run at a time)."""
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,7 +10,6 @@ import gradio as gr
 
 import lab
 import samplers
-import lab
 from lab import analysis
 from views.plots import errors_figure, order_text
 from views.common import cancel_watch, errors_as_gradio, gpu, named, sampler_choices, slot_params, slot_setups

@@ -139,7 +139,12 @@ def sampler_text(name: str) -> str:
             order += f" (nominal {m.nominal_order})"
     else:
         order = "no ODE order (it samples the SDE)"
-    note = f" Order: {m.order_note}." if m.order_note else ""
+    note = m.order_note
+    if note.startswith("deterministic by default"):   # the note says what turns noise on: it is the kind
+        kind, note = note, ""
+    elif note.startswith("stochastic: "):
+        kind, note = "stochastic (draws fresh noise by default)", note[len("stochastic: "):]
+    note = f" About the order: {note}." if note else ""
     return f"**{m.title}** · {m.paper} · {order}, {kind}. {SAMPLERS.get(name, '')}{note}"
 
 

@@ -247,7 +247,8 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
             return views.generate.nfe_text(_info_or_none(request.model, limits), request, limits)
 
         gr.on([gen["sampler"].change, gen["steps"].change, *[c.change for c in gen["options"]]], nfe_changed,
-              gen_inputs, gen["nfe"], api_visibility="private", show_progress="hidden", queue=False)
+              gen_inputs, gen["nfe"], api_visibility="private", show_progress="hidden", queue=False,
+              preprocess=False)   # raw: a class left from the previous model must not fail the dropdown's check
 
         def generate(*values):
             # Every update carries a value for every output: a file path for the preview (the same

@@ -260,6 +260,8 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
                 request = lab.parse_generate(dict(zip(gen_params, values)), limits)
                 for p in lab.in_background(lambda: lab.generate(request, limits, live=live), cancelled=stop_watch(live)):
                     shown = preview_file.update(p.preview)
+                    if live.stop_requested:   # Stop's own status ("stopped at step k/N") must stay the last word
+                        return
                     if not p.done:
                         yield shown, p.status(), None, None, None, *TRACE_WHILE_RUNNING
                         continue
@@ -391,6 +393,8 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
                 request = lab.parse_compare(dict(zip(compare_params, values)), limits)
                 for picture, status, gallery, table, info in views.compare.updates(request, limits, stop_watch(live),
                                                                                    live=live):
+                    if live.stop_requested:   # Stop's own status must stay the last word
+                        return
                     shown = preview_file.update(picture) if gallery is None else picture
                     yield shown, status, gallery, table, info
             except (ValueError, FileNotFoundError) as exc:

@@ -231,6 +231,7 @@ def test_generate_fits_one_screen_streams_and_stops(desktop, tmp_path):
     stopped_at = page.inner_text("#generate-status")
     page.wait_for_timeout(1500)
     assert "done" not in page.inner_text("#generate-status"), (stopped_at, page.inner_text("#generate-status"))
+    assert page.inner_text("#generate-status").startswith("stopped at step"), page.inner_text("#generate-status")
     page.evaluate("window.scrollTo(0, 0)")
     keep_screenshot(page, tmp_path, "generate-stopped")
     assert not page.errors, page.errors

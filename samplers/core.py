@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .grids import FINAL_SIGMAS, SPACINGS, Grid, build_grid
+from .noise import NOISE_MODES, NoiseSource
 from .model_wrapper import PREDICTION_TYPES, Prediction, predict, process_x0, processed
 from .schedule import NoiseSchedule, vp_coefficients
 
@@ -85,6 +86,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("timestep_rounding", "round", "how round_timesteps makes the model's timestep an integer: 'round' "
            "(diffusers' karras / lu-lambda grids) or 'floor' (diffusers' exponential grids and karras / lu on "
            "squaredcos_cap_v2, which cast to int)", str, ("round", "floor")),
+    Option("noise", "diffusers", "where a stochastic sampler's fresh noise comes from: 'diffusers' (one generator "
+           "in diffusers' draw order), 'per-image' (image i from its own seed: the same picture whatever the "
+           "batch), 'brownian' (k-diffusion's Brownian tree per image; see samplers/noise.py)", str, NOISE_MODES),
     Option("eta", 0.0, "noise added per step: 0 = deterministic (ODE), 1 = the full ancestral / SDE noise",
            float, low=0.0, high=1.0),
     # model output
@@ -216,28 +220,6 @@ class NonFiniteError(ValueError):
     pass
 
 
-class NoiseSource:
-    """Gaussian draws in diffusers' order and shape: one ``randn(x.shape)`` per call.
-
-    With a list of generators each batch element draws from its own generator, so an
-    element's result never depends on the rest of the batch.
-    """
-
-    def __init__(self, generator=None):
-        self.generator = generator
-
-    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
-        g = self.generator
-        if isinstance(g, (list, tuple)):
-            if len(g) != x.shape[0]:
-                raise ValueError(f"got {len(g)} generators for a batch of {x.shape[0]}")
-            parts = [torch.randn((1,) + tuple(x.shape[1:]), generator=gi, device=gi.device, dtype=x.dtype)
-                     for gi in g]
-            return torch.cat(parts).to(x.device)
-        device = g.device if g is not None else x.device
-        return torch.randn(x.shape, generator=g, device=device, dtype=x.dtype).to(x.device)
-
-
 # --------------------------------------------------------------------------------------------
 class Sampler:
     """A sampling method with its schedule, grid and options fixed; reusable for many runs."""
@@ -312,7 +294,8 @@ class Sampler:
     def program(self, noise: torch.Tensor, generator=None):
         if not isinstance(noise, torch.Tensor) or noise.ndim < 2:
             raise ValueError("noise must be a tensor [batch, ...]")
-        return self.method.program(self, noise, NoiseSource(generator))
+        rng = NoiseSource(generator, self.options.get("noise", "diffusers"), self.grid.sigma)
+        return self.method.program(self, noise, rng)
 
     def run(self, model, noise: torch.Tensor, generator=None) -> Iterator[Step]:
         """Sample, yielding a ``Step`` after every model evaluation."""

@@ -321,7 +321,7 @@ def grid_program(sampler, x, rng):
         for j, c in zip(step.nodes, step.coefs):
             out = out.add(values[j], alpha=c)
         if step.draws:
-            z = rng.randn_like(x)
+            z = rng.randn_like(x, sampler.grid.sigma[step.base], sampler.grid.sigma[i + 1])
             if step.noise:
                 out = out.add(z, alpha=step.noise)
         x = out
@@ -517,10 +517,10 @@ def _multistep_class(*algorithms) -> Diffusers:
 # ============================================================================================
 # Registration.
 MULTISTEP_OPTIONS = GRID_OPTIONS + THRESHOLD_OPTIONS + (
-    "final_sigmas_type", "order", "algorithm_type", "solver_type", "lower_order_final", "euler_at_final",
+    "noise", "final_sigmas_type", "order", "algorithm_type", "solver_type", "lower_order_final", "euler_at_final",
     "lambda_min", "timestep_rounding", "third_order")
 SINGLESTEP_OPTIONS = GRID_OPTIONS + THRESHOLD_OPTIONS + (
-    "final_sigmas_type", "order", "algorithm_type", "solver_type", "lower_order_final", "lambda_min",
+    "noise", "final_sigmas_type", "order", "algorithm_type", "solver_type", "lower_order_final", "lambda_min",
     "timestep_rounding", "third_order")
 PAPER_OPTIONS = THRESHOLD_OPTIONS + ("sigma_min", "sigma_max", "order", "algorithm_type", "solver_type")
 

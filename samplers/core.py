@@ -74,11 +74,23 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     # grid
     Option("spacing", "leading", "where the timesteps go", str, SPACINGS),
     Option("steps_offset", 0, "added to 'leading' timesteps (diffusers' steps_offset)", int, low=0, high=10),
-    Option("rho", 7.0, "Karras grid exponent", float, low=0.01, high=100),
-    Option("sigma_min", None, "smallest sigma of a karras/logsnr grid (default: the schedule's)", float,
-           low=1e-6, high=1e6, nullable=True),
-    Option("sigma_max", None, "largest sigma of a karras/logsnr grid (default: the schedule's)", float,
-           low=1e-6, high=1e6, nullable=True),
+    Option("rho", None, "exponent of spacing 'karras' (default 7, Karras et al.) and 'polyexponential' (default 1, "
+           "k-diffusion); other spacings ignore it", float, low=0.01, high=100, nullable=True),
+    Option("beta_alpha", 0.6, "first shape parameter of spacing 'beta' (Beta distribution; only that spacing)",
+           float, low=0.01, high=100),
+    Option("beta_beta", 0.6, "second shape parameter of spacing 'beta' (only that spacing)", float, low=0.01, high=100),
+    Option("beta_d", 19.9, "spacing 'vp' only: beta_max - beta_min of the continuous VP schedule", float,
+           low=0.01, high=1000),
+    Option("beta_min", 0.1, "spacing 'vp' only: beta at s = 0 of the continuous VP schedule", float, low=0.0, high=100),
+    Option("eps_s", 1e-3, "spacing 'vp' only: the smallest continuous time s", float, low=1e-6, high=0.5),
+    Option("laplace_mu", 0.0, "spacing 'laplace' only: centre of the Laplace density in log sigma", float,
+           low=-20, high=20),
+    Option("laplace_beta", 0.5, "spacing 'laplace' only: scale of the Laplace density in log sigma", float,
+           low=0.01, high=20),
+    Option("sigma_min", None, "smallest sigma of a grid placed in sigma (karras, logsnr, exponential, "
+           "polyexponential, kl_optimal, laplace; default: the schedule's)", float, low=1e-6, high=1e6, nullable=True),
+    Option("sigma_max", None, "largest sigma of a grid placed in sigma (as sigma_min; default: the schedule's)",
+           float, low=1e-6, high=1e6, nullable=True),
     Option("timesteps", None, "explicit descending train timesteps (spacing='custom')", list, nullable=True),
     Option("final_sigmas_type", "zero", "end the last step at sigma 0 or at sigma_min", str, FINAL_SIGMAS),
     Option("round_timesteps", False, "round the model's timestep while the solver keeps the exact "
@@ -109,7 +121,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            ("midpoint", "heun", "logrho", "tab", "bh1", "bh2")),
 ]}
 
-GRID_OPTIONS = ("spacing", "steps_offset", "rho", "sigma_min", "sigma_max", "timesteps", "round_timesteps")
+SHAPE_OPTIONS = ("beta_alpha", "beta_beta", "beta_d", "beta_min", "eps_s", "laplace_mu", "laplace_beta")
+GRID_OPTIONS = ("spacing", "steps_offset", "rho", "sigma_min", "sigma_max", "timesteps", "round_timesteps") \
+    + SHAPE_OPTIONS
 X0_OPTIONS = ("clip_sample", "clip_sample_range", "thresholding", "dynamic_thresholding_ratio", "sample_max_value")
 
 
@@ -284,7 +298,8 @@ class Sampler:
         """The grid from the sampler's grid options (methods call this from their ``grid`` hook)."""
         o = self.options
         kw = dict(family=family or self.method.family, steps_offset=o.get("steps_offset", 0),
-                  rho=o.get("rho", 7.0), sigma_min=o.get("sigma_min"), sigma_max=o.get("sigma_max"),
+                  rho=o.get("rho"), sigma_min=o.get("sigma_min"), sigma_max=o.get("sigma_max"),
+                  shape={k: o[k] for k in SHAPE_OPTIONS if k in o},
                   timesteps=o.get("timesteps"), final=final or o.get("final_sigmas_type", "zero"),
                   round_timesteps=o.get("round_timesteps", False))
         kw.update(overrides)

@@ -474,7 +474,7 @@ def translate_dpm_config(cfg: dict, method: str) -> dict:
         raise ValueError("scheduler config: only one of use_karras_sigmas, use_exponential_sigmas, "
                          "use_beta_sigmas can be true")
     # these classes have no sigma_min / sigma_max / rho keys (another class's config may)
-    out = dict(sigma_min=None, sigma_max=None, rho=7.0, third_order="diffusers")
+    out = dict(sigma_min=None, sigma_max=None, rho=None, third_order="diffusers")
     # diffusers rounds karras / lu timesteps except on squaredcos_cap_v2 (multistep), where the
     # int64 cast truncates them; exponential grids are always truncated.
     floor = not single and cfg.get("beta_schedule") == "squaredcos_cap_v2"

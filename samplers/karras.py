@@ -29,7 +29,7 @@ from .core import GRID_OPTIONS, X0_OPTIONS, Diffusers, Eval, Method, Option, add
 from .ddim import TABLE_SPACINGS  # also declares the shared "eta" option
 from .diffusers_config import COMMON
 from .expint import end_at_sigma_min, sigma_range as range_of_sigmas
-from .grids import Grid, spaced_timesteps
+from .grids import CONTINUOUS_SPACINGS, Grid, spaced_timesteps
 
 add_options(
     Option("s_churn", 0.0, "Karras churn: raise sigma by gamma = min(s_churn / N, sqrt(2) - 1) with fresh "
@@ -83,7 +83,7 @@ def sigma_range(sampler) -> tuple[float, float]:
 
 def karras_family_grid(sampler) -> Grid:
     spacing, interp = sampler.opt("spacing"), sampler.opt("interpolation_type")
-    if spacing in ("karras", "logsnr"):
+    if spacing in CONTINUOUS_SPACINGS:
         lo, hi = sigma_range(sampler)
         grid = sampler.make_grid(sigma_min=lo, sigma_max=hi, final="zero")
         sigma = grid.sigma
@@ -115,7 +115,7 @@ def init_scale(sampler) -> float:
     rule = sampler.opt("init_noise")
     if rule == "auto":
         spacing = sampler.opt("spacing")
-        leading = spacing == "leading" or (spacing in ("karras", "logsnr") and sampler.opt("sigma_range") == "leading")
+        leading = spacing == "leading" or (spacing in CONTINUOUS_SPACINGS and sampler.opt("sigma_range") == "leading")
         rule = "vp" if leading else "ve"
     k0 = float(sampler.grid.sigma[0])
     return math.sqrt(k0 * k0 + 1.0) if rule == "vp" else k0
@@ -191,7 +191,7 @@ def churn_levels(sampler, ks) -> list[float]:
     s_tmax = math.inf if s_tmax is None else s_tmax
     # diffusers divides s_churn by len(sigmas) - 1, one more than N with log_linear's extra sigma
     intervals = len(ks) - 1 + (sampler.opt("interpolation_type") == "log_linear"
-                               and sampler.opt("spacing") not in ("karras", "logsnr"))
+                               and sampler.opt("spacing") not in CONTINUOUS_SPACINGS)
     gamma = min(churn / intervals, MAX_CHURN)
     return [k * (1 + gamma) if churn > 0 and s_tmin <= k <= s_tmax else k for k in ks[:-1]]
 

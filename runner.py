@@ -374,9 +374,10 @@ def generate_params() -> list[str]:
 
 
 def method(name) -> samplers.Method:
-    if not isinstance(name, str) or name not in samplers.REGISTRY:
+    """The registry method of a sampler name or a ComfyUI / A1111 alias (samplers.resolve)."""
+    if not isinstance(name, str):
         raise ValueError(f"sampler={short(name)} is unknown; allowed: {', '.join(samplers.REGISTRY)}")
-    return samplers.REGISTRY[name]
+    return samplers.REGISTRY[samplers.resolve(name)[0]]
 
 
 def method_applies(method_name: str) -> set[str]:
@@ -555,6 +556,9 @@ def check_setup(values: dict, limits: Limits, where: str = "") -> SetupSpec:
         sampler = "ddim"
     try:
         m = method(sampler)
+        spacing = values.get("spacing")
+        if isinstance(spacing, str) and spacing and spacing not in samplers.SPACINGS:   # a scheduler name
+            values = dict(values, **samplers.resolve_schedule(spacing))
         steps = values.get("steps")
         steps = 20 if steps is None or steps == "" else _check_steps(steps, limits)
         options = {}

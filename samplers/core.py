@@ -194,7 +194,10 @@ def alias(base: str, name: str, title: str, **changes) -> Method:
 def describe(steps: int = 10) -> list[dict]:
     """One row per sampler: name, title, paper, order (measured; nominal and a note where they
     differ), stochastic, model evaluations for ``steps`` steps with default options, the options
-    that apply and their per-method narrowing."""
+    that apply and their per-method narrowing, and the ComfyUI / A1111 names (aliases) that mean it
+    with the options they set."""
+    from .names import aliases as known_aliases
+    aliases = known_aliases()
     rows = []
     for m in REGISTRY.values():
         try:
@@ -203,7 +206,8 @@ def describe(steps: int = 10) -> list[dict]:
             nfe = None
         rows.append(dict(name=m.name, title=m.title, paper=m.paper, order=m.order, nominal_order=m.nominal_order,
                          order_note=m.order_note, stochastic=m.stochastic, nfe=nfe, options=list(m.options),
-                         choices=dict(m.choices), defaults=dict(m.defaults)))
+                         choices=dict(m.choices), defaults=dict(m.defaults),
+                         aliases={a: opts for a, (target, opts) in aliases.items() if target == m.name}))
     return rows
 
 
@@ -239,8 +243,8 @@ class Sampler:
     """A sampling method with its schedule, grid and options fixed; reusable for many runs."""
 
     def __init__(self, method: str, steps: int, schedule: NoiseSchedule | None = None, **options):
-        if method not in REGISTRY:
-            raise ValueError(f"sampler={method!r} is unknown; allowed: {', '.join(REGISTRY)}")
+        from .names import expand   # names reads the registry
+        method, options = expand(method, options)
         self.method = REGISTRY[method]
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise ValueError(f"steps={steps!r} must be an integer >= 1")

@@ -9,9 +9,10 @@ step the noise belongs to (the interval a Brownian increment spans). The ``noise
   seed gives image i the same noise whatever the batch around it.
 - ``brownian``: image i's noise is the increment of its own Brownian motion W_i over
   [sigma_next, sigma], divided by sqrt(|sigma - sigma_next|) (a standard normal), with W_i a
-  ``torchsde.BrownianTree`` over [smallest positive grid sigma, largest grid sigma] and entropy
-  ``noise_seed(seed, i)``: k-diffusion's / ComfyUI's ``BrownianTreeNoiseSampler`` with one seed per
-  image. Draws that are not such an increment (no sigmas given, sigma_next = 0, or a level
+  ``torchsde.BrownianTree`` over [smallest positive grid sigma, largest grid sigma] with entropy
+  ``seed + i``: k-diffusion's ``BrownianTreeNoiseSampler`` with seeds [seed, seed + 1, ...], so image 0
+  is ComfyUI's batch-of-one picture (its tree takes the seed itself; torchsde mixes the entropy
+  through numpy's SeedSequence, so it never repeats the stream ``manual_seed(seed)``). Draws that are not such an increment (no sigmas given, sigma_next = 0, or a level
   outside the tree such as Karras churn above the top sigma) come from image i's per-image
   generator instead, so the run stays batch-invariant.
 
@@ -19,8 +20,12 @@ Seeding: ``seed`` is ``generator.initial_seed()`` of the generator passed to ``S
 int is taken as the seed itself; None draws one from torch's global generator, as k-diffusion
 does). ``noise_seed`` mixes (seed, i) through numpy's SeedSequence so that image 0's step noise
 is never the stream ``torch.Generator().manual_seed(seed)`` that usually made the starting noise.
+The app makes the starting noise that way (one batch draw), which gives image i the same start
+whatever the batch when an image's size is a multiple of 16 values (torch's CPU draw order).
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -29,7 +34,7 @@ NOISE_MODES = ("diffusers", "per-image", "brownian")
 
 
 def noise_seed(seed: int, index: int) -> int:
-    """The seed of image ``index``'s noise (per-image generator and Brownian-tree entropy)."""
+    """The seed of image ``index``'s per-image generator (also brownian's draws outside the tree)."""
     state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1]))  # < 2**63: a valid torch seed
 
@@ -106,9 +111,11 @@ class NoiseSource:
         if self._trees is None:
             import torchsde   # only this mode needs it
             w0 = torch.zeros(x.shape[1:], dtype=x.dtype)
-            self._trees = [torchsde.BrownianTree(lo, w0, hi, entropy=noise_seed(self.seed, i))
+            self._trees = [torchsde.BrownianTree(lo, w0, hi, entropy=self.seed + i)
                            for i in range(x.shape[0])]
         t0, t1 = min(max(min(a, b), lo), hi), min(max(a, b), hi)
         sign = 1.0 if b > a else -1.0   # W(b) - W(a)
-        w = torch.stack([tree(t0, t1) for tree in self._trees]) * sign
+        with warnings.catch_warnings():   # torchsde stores the ends in the tensor's precision and warns
+            warnings.filterwarnings("ignore", message="Should have t")   # when a query meets them
+            w = torch.stack([tree(t0, t1) for tree in self._trees]) * sign
         return (w / abs(b - a) ** 0.5).to(x.device)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import models
-import runner
+import lab
 import samplers
 from samplers import names
 
@@ -110,12 +110,12 @@ def test_unknown_names_are_named_with_what_is_allowed():
 
 
 def test_the_app_takes_the_names():
-    limits = runner.Limits()
-    setup = runner.check_setup({"sampler": "DPM++ 2M SDE", "spacing": "Karras", "steps": 4}, limits)
+    limits = lab.Limits()
+    setup = lab.check_setup({"sampler": "DPM++ 2M SDE", "spacing": "Karras", "steps": 4}, limits)
     assert setup.options == {"spacing": "karras"}
-    req = runner.parse_generate({"model": "gaussian", "sampler": "dpmpp_2m_sde", "spacing": "kl_optimal",
+    req = lab.parse_generate({"model": "gaussian", "sampler": "dpmpp_2m_sde", "spacing": "kl_optimal",
                                  "steps": 4, "num_images": 2}, limits)
-    final = list(runner.generate(req, limits))[-1]
+    final = list(lab.generate(req, limits))[-1]
     assert final.done if hasattr(final, "done") else True
     with pytest.raises(ValueError, match=r"sampler='eulr' is unknown"):
-        runner.check_setup({"sampler": "eulr"}, limits)
+        lab.check_setup({"sampler": "eulr"}, limits)

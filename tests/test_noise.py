@@ -79,10 +79,10 @@ def test_bad_noise_inputs_are_named():
 
 
 def test_the_apps_starting_noise_keeps_image_i_whatever_the_batch():
-    """What samplers/noise.py says of runner.make_noise: one batch draw, image i unchanged by the
+    """What samplers/noise.py says of lab.make_noise: one batch draw, image i unchanged by the
     batch size when an image holds a multiple of 16 values (the emoji images: 3 x 32 x 32)."""
-    import runner
-    one, g1 = runner.make_noise(7, 1, (3, 32, 32))
-    three, g3 = runner.make_noise(7, 3, (3, 32, 32))
+    import lab
+    one, g1 = lab.make_noise(7, 1, (3, 32, 32))
+    three, g3 = lab.make_noise(7, 3, (3, 32, 32))
     assert torch.equal(one[0], three[0]) and g1.initial_seed() == g3.initial_seed() == 7
-    assert torch.equal(runner.make_noise(7, 2, (3, 32, 32))[0][1], three[1])
+    assert torch.equal(lab.make_noise(7, 2, (3, 32, 32))[0][1], three[1])

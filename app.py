@@ -305,9 +305,11 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
                             "step i/N, NFE, t and sigma after every model evaluation; at the end the images, "
                             "settings, code and the run's trace (x0 strip, change and RMS plots, one row "
                             "per evaluation).")
-        gen["stop"].click(stop_generate, None, [gen["preview"], gen["status"], *gen["trace"]], cancels=[gen_event],
-                          api_name="stop_generate", api_visibility="undocumented", concurrency_limit=None,
-                          show_progress="hidden")
+        # two listeners: the cancel goes out at once; the report waits for it to land (one listener with
+        # both would send the cancel only after the report returned)
+        gen["stop"].click(None, None, None, cancels=[gen_event], api_visibility="private")
+        gen["stop"].click(stop_generate, None, [gen["preview"], gen["status"], *gen["trace"]], api_name="stop_generate", api_visibility="undocumented",
+                          concurrency_limit=None, show_progress="hidden")
         gen["dice"].click(lambda: random.randint(0, 2**31 - 1), None, gen["seed"], api_visibility="private",
                           queue=False)
 
@@ -392,9 +394,11 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
             show_progress="minimal", show_progress_on=cmp["status"],
             api_description="Run up to MAX_COMPARE sampler set-ups from the same noise, batched through the "
                             "network; returns the images, NFE, time and distance to a reference per set-up.")
-        cmp["stop"].click(stop_compare, None, [cmp["preview"], cmp["status"]], cancels=[cmp_event],
-                          api_name="stop_compare", api_visibility="undocumented", concurrency_limit=None,
-                          show_progress="hidden")
+        # two listeners: the cancel goes out at once; the report waits for it to land (one listener with
+        # both would send the cancel only after the report returned)
+        cmp["stop"].click(None, None, None, cancels=[cmp_event], api_visibility="private")
+        cmp["stop"].click(stop_compare, None, [cmp["preview"], cmp["status"]], api_name="stop_compare", api_visibility="undocumented",
+                          concurrency_limit=None, show_progress="hidden")
         cmp["dice"].click(lambda: random.randint(0, 2**31 - 1), None, cmp["seed"], api_visibility="private",
                           queue=False)
     demo.limits = limits

@@ -85,6 +85,8 @@ def open_tab(page, title: str) -> None:
 
 def test_generate_in_the_browser_streams_changing_previews(page, tmp_path):
     open_tab(page, "Generate")
+    # enough steps (~4 s) that several previews arrive even while the rest of the suite loads the machine
+    page.locator("#generate-steps input").fill("150")
     page.click("#generate-button")
     seen = []          # (preview src, status text) each time the preview changed
     deadline = time.time() + 120

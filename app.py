@@ -62,7 +62,7 @@ def live_run(kind: str) -> lab.Live:
     return live
 
 
-def stopped_run(kind: str, wait: float = 5.0) -> lab.Live | None:
+def stopped_run(kind: str, wait: float = 20.0) -> lab.Live | None:
     """This session's latest run of ``kind`` once its Stop has landed; None if nothing was stopped."""
     live = LIVE.get(session_key(kind))
     if live is None or live.record is None:

@@ -171,7 +171,7 @@ def test_stop_says_where_the_run_stopped_and_keeps_the_trace(page):
     page.wait_for_timeout(300)
     page.click("#generate-stop")
     page.wait_for_function("() => /stopped at step \\d+\\/200 \\(NFE \\d+\\)/.test("
-                           "document.querySelector('#generate-status').innerText)", timeout=30_000)
+                           "document.querySelector('#generate-status').innerText)", timeout=60_000)
     assert "Trace of" in page.inner_text("#trace-note")
     plot_drawn(page, "#trace-strip")
     plot_drawn(page, "#preview")

@@ -74,7 +74,7 @@ def stop_watch(live: lab.Live):
     return lambda: live.stop_requested or cancelled()
 
 
-def stopped_run(kind: str, wait: float = 5.0) -> lab.Live | None:
+def stopped_run(kind: str, wait: float = 20.0) -> lab.Live | None:
     """This session's latest run of ``kind`` once its Stop has landed; None if nothing was stopped."""
     live = LIVE.get(session_key(kind))
     if live is None or live.record is None:
@@ -313,9 +313,11 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
                             "step i/N, NFE, t and sigma after every model evaluation; at the end the images, "
                             "settings, code and the run's trace (x0 strip, change and RMS plotly figures, one "
                             "row per evaluation).")
-        gen["stop"].click(stop_generate, None, [gen["preview"], gen["status"], *gen["trace"]], cancels=[gen_event],
-                          api_name="stop_generate", api_visibility="undocumented", concurrency_limit=None,
-                          show_progress="hidden")
+        # two listeners: the cancel goes out at once; the report waits for it to land (one listener with
+        # both would send the cancel only after the report returned)
+        gen["stop"].click(None, None, None, cancels=[gen_event], api_visibility="private")
+        gen["stop"].click(stop_generate, None, [gen["preview"], gen["status"], *gen["trace"]], api_name="stop_generate",
+                          api_visibility="undocumented", concurrency_limit=None, show_progress="hidden")
         gen["dice"].click(lambda: random.randint(0, 2**31 - 1), None, gen["seed"], api_visibility="private",
                           queue=False)
 
@@ -425,9 +427,11 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
                             "network; returns the labelled picture (one row per set-up), the images, a table "
                             "(set-up, label, steps, NFE, when it finished inside the shared batch, distance) "
                             "and the results JSON.")
-        cmp["stop"].click(stop_compare, None, [cmp["preview"], cmp["status"]], cancels=[cmp_event],
-                          api_name="stop_compare", api_visibility="undocumented", concurrency_limit=None,
-                          show_progress="hidden")
+        # two listeners: the cancel goes out at once; the report waits for it to land (one listener with
+        # both would send the cancel only after the report returned)
+        cmp["stop"].click(None, None, None, cancels=[cmp_event], api_visibility="private")
+        cmp["stop"].click(stop_compare, None, [cmp["preview"], cmp["status"]], api_name="stop_compare",
+                          api_visibility="undocumented", concurrency_limit=None, show_progress="hidden")
         cmp["dice"].click(lambda: random.randint(0, 2**31 - 1), None, cmp["seed"], api_visibility="private",
                           queue=False)
     demo.limits = limits

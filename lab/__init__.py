@@ -11,7 +11,7 @@ the reference, pictures and streaming. ``app.py`` and ``views/`` only draw contr
     reference.py  the one reference solve   trace.py     how a run's picture formed
     reproduce.py  settings and the Python that repeats a run
     pictures.py   images, previews, scatter plots    streaming.py  worker thread, preview throttle
-    tables.py     numbers for tables (significant digits)    analysis.py  page data (samplers.analysis)
+    tables.py     numbers for tables (significant digits)    analysis.py  page data: error curves, densities, traces, schedule table
 """
 from lab import reference, tables  # noqa: F401
 from lab.catalog import (FALLBACK_MODEL, HUB_RESOLUTION, EXTRA_MODELS, ModelInfo, allow_any_hub_model,  # noqa: F401

@@ -86,9 +86,10 @@ def generate_params() -> list[str]:
 
 
 def method(name) -> samplers.Method:
-    if not isinstance(name, str) or name not in samplers.REGISTRY:
+    """The registry method of a sampler name or a ComfyUI / A1111 alias (samplers.resolve)."""
+    if not isinstance(name, str):
         raise ValueError(f"sampler={short(name)} is unknown; allowed: {', '.join(samplers.REGISTRY)}")
-    return samplers.REGISTRY[name]
+    return samplers.REGISTRY[samplers.resolve(name)[0]]
 
 
 def method_applies(method_name: str) -> set[str]:

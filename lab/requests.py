@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import samplers
+
 from lab.catalog import check_model
 from lab.limits import Limits
 from lab.options import check_option, generate_params, method, param_name, public_options, request_options
@@ -70,6 +72,9 @@ def check_setup(values: dict, limits: Limits, where: str = "", with_steps: bool 
         sampler = "ddim"
     try:
         m = method(sampler)
+        spacing = values.get("spacing")
+        if isinstance(spacing, str) and spacing and spacing not in samplers.SPACINGS:   # a scheduler name
+            values = dict(values, **samplers.resolve_schedule(spacing))
         steps = values.get("steps")
         if not with_steps:
             steps = None

@@ -1,4 +1,4 @@
-"""The data behind the explanatory views (samplers/analysis.py), checked against exact answers."""
+"""The data behind the explanatory views (lab/analysis.py), checked against exact answers."""
 import inspect
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import samplers
-from samplers import analysis
+from lab import analysis
 from samplers.core import Step
 from models.analytic import GaussianData, GaussianMixture
 from conftest import toy_model

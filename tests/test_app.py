@@ -224,15 +224,15 @@ def test_generate_returns_the_runs_trace_one_row_per_evaluation(client):
         model="tiny-unet", sampler="unipc", steps=20, seed=5, num_images=2, api_name="/generate")[5:]
     rows = [dict(zip(table["headers"], r)) for r in table["data"]]
     assert [r["nfe"] for r in rows] == list(range(1, 21))
-    # the same numbers as samplers.analysis.trace on image #0 of the same run made directly
+    # the same numbers as lab.analysis.trace on image #0 of the same run made directly
     steps = direct_steps(tiny_unet(), "unipc", 20, 5, 2, (3, 8, 8), null_label=3)
     first = [dataclasses.replace(s, x=s.x[:1], x0=s.x0[:1]) for s in steps]
-    expected = samplers.analysis.trace(first)["rows"]
+    expected = lab.analysis.trace(first)["rows"]
     for got, want in zip(rows, expected):
         for key in ("sigma", "x_rms", "x0_rms", "x0_to_final"):
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (key, got, want)
     assert rows[0]["change"] is None and rows[-1]["x0_to_final"] == pytest.approx(0, abs=1e-6)
-    commit = samplers.analysis.commit_index(expected, lab.COMMIT_FRACTION)
+    commit = lab.analysis.commit_index(expected, lab.COMMIT_FRACTION)
     assert f"Committed at NFE {commit}" in note
     # one strip of about TRACE_THUMBNAILS x0 pictures (64 px, 4 px apart, text under each)
     pictures = (read_png(strip).shape[1] + 4) // 68

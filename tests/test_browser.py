@@ -365,6 +365,10 @@ def test_an_out_of_range_steps_box_is_told_by_name_and_nothing_runs(desktop, ser
 
 def test_stop_says_where_the_run_stopped_and_keeps_the_trace(desktop):
     page = desktop
+    # a fresh page: the earlier tests leave error toasts and another run behind
+    page.reload(wait_until="domcontentloaded")
+    page.wait_for_selector("#generate-button", timeout=60_000)
+    page.wait_for_function("() => !document.body.innerText.includes('Loading...')", timeout=60_000)
     open_tab(page, "Generate")
     page.evaluate("window.scrollTo(0, 0)")
     page.locator("#generate-steps input").fill("200")
@@ -374,7 +378,7 @@ def test_stop_says_where_the_run_stopped_and_keeps_the_trace(desktop):
     page.wait_for_timeout(300)
     page.click("#generate-stop", force=True)
     page.wait_for_function("() => /stopped at step \\d+\\/200 \\(NFE \\d+\\)/.test("
-                           "document.querySelector('#generate-status').innerText)", timeout=30_000)
+                           "document.querySelector('#generate-status').innerText)", timeout=60_000)
     assert "Trace of" in page.inner_text("#trace-note")
     assert len(plotly_data(page, "#trace-change")) >= 1
     page.wait_for_function("() => (document.querySelector('#preview img')?.naturalWidth || 0) > 0", timeout=30_000)

@@ -9,7 +9,7 @@ import torch
 
 import lab
 import samplers
-from samplers import analysis
+from lab import analysis
 from tests.app_helpers import register_test_models, serve
 from views import errors as view
 
@@ -63,7 +63,7 @@ def test_gaussian_errors_are_the_exact_ones_and_show_each_methods_order(client):
         assert name.split(": ", 1)[1] in status
     assert f"1: ddim (logsnr) · fitted order {orders[1]:.2f}" in status
 
-    # the same numbers as samplers.analysis with the exact flow, from the app's samplers and noise
+    # the same numbers as lab.analysis with the exact flow, from the app's samplers and noise
     net, info = lab.load_model("gaussian")
     noise = torch.randn((count, 2), generator=torch.Generator().manual_seed(seed), dtype=torch.float32).double()
     for setup, method, options in ((1, "ddim", {"spacing": "logsnr"}), (2, "unipc", {"spacing": "logsnr",

@@ -41,6 +41,12 @@ import numpy as np
 
 SIGMA_SPACINGS = ("exponential", "polyexponential", "kl_optimal", "laplace", "vp")
 TIMESTEP_SPACINGS = ("simple", "normal", "sgm_uniform", "ddim_uniform", "beta", "linear_quadratic", "turbo")
+# Which spacings read each shape option (the others ignore it; the page hides it for them).
+IN_SIGMA = ("karras", "logsnr", "exponential", "polyexponential", "kl_optimal", "laplace")
+READ_BY = {"rho": ("karras", "polyexponential"), "sigma_min": IN_SIGMA, "sigma_max": IN_SIGMA,
+           "sigma_range": IN_SIGMA, "beta_alpha": ("beta",), "beta_beta": ("beta",),
+           "beta_d": ("vp",), "beta_min": ("vp",), "eps_s": ("vp",), "laplace_mu": ("laplace",),
+           "laplace_beta": ("laplace",)}
 LAPLACE_EPS = 1e-5      # keeps log(0) out of the Laplace quantile at the ends
 TURBO_BLOCKS = 10
 

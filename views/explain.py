@@ -6,6 +6,7 @@ Only text and small dicts here (no Gradio): the page and the tests read the same
 from __future__ import annotations
 
 import samplers
+from samplers.schedules import READ_BY
 
 # One or two plain sentences per sampler; its paper and order come from the registry beside it.
 SAMPLERS = {
@@ -72,12 +73,13 @@ LABELS = {
     "third_order": "Third-order weights", "rtol": "Relative tolerance", "atol": "Absolute tolerance",
     "predict_x0": "Predict x0", "use_corrector": "Corrector", "disable_corrector": "Corrector off at steps",
     "reference": "Distance to the reference", "points": "Points", "nfe": "Evaluations to try",
-    "y_axis": "Vertical axis", "prediction_type": "Prediction",
+    "y_axis": "Vertical axis", "prediction_type": "Prediction", "noise": "Noise source",
+    "beta_alpha": "Beta shape a", "beta_beta": "Beta shape b", "beta_d": "VP beta range", "beta_min": "VP smallest beta",
+    "eps_s": "VP end time", "laplace_mu": "Laplace centre", "laplace_beta": "Laplace width",
 }
 
 # Options that only some grids read: hidden for the others.
-SPACING_ONLY = {"rho": ("karras",), "sigma_min": ("karras", "logsnr"), "sigma_max": ("karras", "logsnr"),
-                "sigma_range": ("karras", "logsnr"), "steps_offset": ("leading",), "timesteps": ("custom",)}
+SPACING_ONLY = {**READ_BY, "steps_offset": ("leading",), "timesteps": ("custom",)}
 
 # What the settings change, for the help lines and the "Try" presets.
 CONCEPTS = {

@@ -367,7 +367,7 @@ def test_stop_says_where_the_run_stopped_and_keeps_the_trace(desktop):
     page = desktop
     # a fresh page: the earlier tests leave error toasts and another run behind
     page.reload(wait_until="domcontentloaded")
-    page.wait_for_selector("#generate-button", timeout=60_000)
+    page.wait_for_selector("#compare-button", timeout=60_000)   # the page opens on Compare
     page.wait_for_function("() => !document.body.innerText.includes('Loading...')", timeout=60_000)
     open_tab(page, "Generate")
     page.evaluate("window.scrollTo(0, 0)")

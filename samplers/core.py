@@ -87,6 +87,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            "squaredcos_cap_v2, which cast to int)", str, ("round", "floor")),
     Option("eta", 0.0, "noise added per step: 0 = deterministic (ODE), 1 = the full ancestral / SDE noise",
            float, low=0.0, high=1.0),
+    Option("cfg_pp", False, "CFG++ (Chung et al. 2024): the step's x0 from the guided prediction, its noise direction "
+           "from the unconditional one (needs a model with both branches, samplers.guided; on an unguided model it "
+           "is the plain sampler)", bool),
     # model output
     Option("prediction_type", "epsilon", "what the model predicts", str, PREDICTION_TYPES),
     Option("clip_sample", False, "clip predicted x0 to +-clip_sample_range", bool),

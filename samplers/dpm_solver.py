@@ -548,6 +548,8 @@ KDIFFUSION = dict(spacing="karras", round_timesteps=False, lower_order_final=Fal
 alias("sde-dpm-solver++", "dpm++2m-sde", "DPM++ 2M SDE (k-diffusion)", defaults=dict(KDIFFUSION, order=2),
       choices=dict(MULTISTEP_CHOICES, order=(2,), algorithm_type=("sde-dpmsolver++",)),
       diffusers=_multistep_class())
+# k-diffusion's dpmpp_2m_sde with solver_type='heun': the slope weighed by its Taylor weight (phi_2)
+alias("dpm++2m-sde", "dpm++2m-sde-heun", "DPM++ 2M SDE Heun (k-diffusion)", defaults=dict(solver_type="heun"))
 alias("sde-dpm-solver++", "dpm++3m-sde", "DPM++ 3M SDE (k-diffusion)",
       defaults=dict(KDIFFUSION, order=3, solver_type="heun"),
       choices=dict(MULTISTEP_CHOICES, order=(3,), algorithm_type=("sde-dpmsolver++",)),

@@ -60,12 +60,13 @@ def processed(pred: Prediction, x: torch.Tensor, alpha: float, sigma: float, opt
                       model_x0=pred.model_x0, model_eps=pred.model_eps)
 
 
-def cfg_pp_start(x: torch.Tensor, pred: Prediction, on: bool) -> torch.Tensor:
+def cfg_pp_start(x: torch.Tensor, pred: Prediction, on: bool, scale: float = 1.0) -> torch.Tensor:
     """CFG++ for any step written in k form (x = x0 + k eps): start the step from
     x + (x0_guided - x0_uncond), whose noise under the guided x0 is the unconditional eps, so a
     first-order step lands on x0_guided + k_next eps_uncond (Chung et al. 2024, eq. 10 in k form).
-    The programs keep the unconditional values in their history.  Off: x itself."""
-    return x.add(pred.x0 - pred.uncond_x0) if on else x
+    The programs keep the unconditional values in their history.  ``scale``: alpha for a VP-scaled x.
+    Off: x itself."""
+    return x.add(pred.x0 - pred.uncond_x0, alpha=scale) if on else x
 
 
 def dynamic_threshold(x0: torch.Tensor, ratio: float = 0.995, max_value: float = 1.0) -> torch.Tensor:

@@ -2,6 +2,8 @@
 new stochastic sampler draws from on Gaussian data."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ from tests.test_convergence import exact_error, gaussian_problem, measured_order
 MU = torch.tensor([0.5, -0.3], dtype=torch.float64)
 COV = torch.tensor([[0.4, 0.15], [0.15, 0.2]], dtype=torch.float64)
 STOCHASTIC = ("dpm++sde", "seeds-2", "seeds-3", "exp-heun-2-x0-sde", "res-multistep-a", "dpm++2m-sde-heun", "ddpm-k",
-              "euler-a-cfg++", "dpm++2s-a-cfg++", "res-multistep-a-cfg++")
+              "euler-a-cfg++", "dpm++2s-a-cfg++", "res-multistep-a-cfg++", "er-sde")
 
 
 def at_nfe(name, nfe, **options):
@@ -114,3 +116,14 @@ def test_ddpm_k_is_ddpm_on_the_k_diffusion_sigmas():
     k0 = k.grid.sigma[0]
     y = d.sample(model, noise * (k0 / (1 + k0 * k0) ** 0.5), torch.Generator().manual_seed(2))
     assert torch.allclose(x, y, atol=1e-12)
+
+
+def test_er_sde_at_eta_0_and_order_1_is_euler_and_its_integrals_are_exact():
+    """f(k) = k is the ODE: the first-order ER-SDE step is Euler's; and for f(k) = k the stage integrals
+    have closed forms int dk / k = log(k_s / k_t), int (k - k_s) dk / k = k_s - k_t - k_s log(k_s / k_t)."""
+    from samplers.er_sde import integrals
+    model, noise = gaussian_problem(batch=1)
+    a = samplers.create("er-sde", 8, eta=0.0, order=1).sample(model, noise)
+    assert (a - samplers.create("euler", 8).sample(model, noise)).abs().max() < 1e-6   # rounding at k = 157
+    s, s_u = integrals(2.0, 0.5, 0.0)
+    assert abs(s - math.log(4)) < 1e-12 and abs(s_u - (1.5 - 2.0 * math.log(4))) < 1e-12

@@ -60,7 +60,7 @@ def er_sde_program(sampler, x, rng):
                 x = x + d2 * (dt * dt / 2 + s_u * f_t)
             old_d = d1
         std = math.sqrt(max(k_t * k_t - k * k * r * r, 0.0)) * s_noise
-        if std > 0:
+        if eta > 0 and std > 0:   # at eta = 0 the std is 0 up to rounding: the ODE draws nothing
             x = x + rng.randn_like(x, sigma=k, sigma_next=k_t) * std
         old = d0
     return finish(x, ks[-1])

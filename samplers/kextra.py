@@ -50,7 +50,7 @@ def heunpp2_program(sampler, x, rng):
             if ks[j] == end:
                 break
             trial = trial + slopes[-1] * ((ks[j] - (k_hat if j == i + 1 else ks[j - 1])))
-            pred = yield Eval(trial * p.c_in[j], p.model_t[j], ks[j])
+            pred = yield Eval(trial * p.c_in[j], p.model_t[j], ks[j], extra={"step": i + 1})
             slopes.append(pred.eps)
         n = len(slopes)
         weights = [ks[i + j] / (n * top) for j in range(1, n)]
@@ -133,8 +133,11 @@ _register("ddpm-k", "DDPM (on k-diffusion sigmas)", None, True, ddpm_k_program, 
           order_note=NO_ODE.format(what="samples the reverse SDE (weak order 1)"),
           choices={"variance_type": ("fixed_small", "fixed_large"), "interpolation_type": ("linear", "log")})
 
-# CFG++ forms of the k-diffusion family (their programs read cfg_pp)
+# CFG++ forms of the k-diffusion family (their programs read cfg_pp); Euler's CFG++ form is the plain
+# Euler step (no churn, discrete model times), as ComfyUI's euler_cfg_pp
+EULER_ONLY = CHURN + ("churn_rule", "timestep_type")
 for base, title in (("euler", "Euler CFG++"), ("euler-a", "Euler ancestral CFG++"),
                     ("dpm++2s-a", "DPM++ 2S ancestral CFG++")):
-    alias(base, base + "-cfg++", title, options=REGISTRY[base].options + ("cfg_pp",), defaults={"cfg_pp": True},
+    options = tuple(o for o in REGISTRY[base].options if base != "euler" or o not in EULER_ONLY)
+    alias(base, base + "-cfg++", title, options=options + ("cfg_pp",), defaults={"cfg_pp": True},
           paper=CFG_PP_PAPER + "; " + REGISTRY[base].paper, diffusers=None)

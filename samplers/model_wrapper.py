@@ -20,7 +20,9 @@ class Prediction:
     output: torch.Tensor | None = None    # the model's own output (its prediction type)
     model_x0: torch.Tensor | None = None  # x0 and eps as the model gave them, before any clipping
     model_eps: torch.Tensor | None = None
-    uncond_x0: torch.Tensor | None = None  # the unconditional branch's x0 / eps, where the Eval asked (CFG++)
+    # the unconditional branch's x0 / eps where the Eval asked (CFG++); a prediction without guidance is
+    # its own unconditional one
+    uncond_x0: torch.Tensor | None = None
     uncond_eps: torch.Tensor | None = None
 
     def __post_init__(self):
@@ -28,6 +30,8 @@ class Prediction:
             self.model_x0 = self.x0
         if self.model_eps is None:
             self.model_eps = self.eps
+        if self.uncond_x0 is None:
+            self.uncond_x0, self.uncond_eps = self.x0, self.eps
 
 
 def predict(output: torch.Tensor, x: torch.Tensor, alpha: float, sigma: float,

@@ -349,7 +349,13 @@ def call_model(model, x: torch.Tensor, t: torch.Tensor, uncond: bool):
 
 
 def evaluate(model, request: Eval, sampler: Sampler, where: str = "") -> Prediction:
-    out, un = call_model(model, request.x, _model_time(request.t, request.x.shape[0], request.x), request.uncond)
+    try:
+        out, un = call_model(model, request.x, _model_time(request.t, request.x.shape[0], request.x), request.uncond)
+    except ValueError as exc:
+        if sampler.options.get("timestep_type") == "continuous":   # say which option made the time unusable
+            raise ValueError(f"timestep_type='continuous' gives the model t = 0.25 ln(sigma), which it refuses "
+                             f"({exc}); allowed for this model: timestep_type='discrete'") from exc
+        raise
     return to_prediction(out, request, sampler, where, un)
 
 

@@ -199,7 +199,7 @@ def churn_levels(sampler, ks) -> list[float]:
 
 def euler_program(sampler, x, rng):
     p = sampler.plan
-    s_noise, karras_rule = sampler.opt("s_noise"), sampler.opt("churn_rule") == "karras"
+    s_noise, karras_rule = sampler.options.get("s_noise", 1.0), sampler.options.get("churn_rule") == "karras"
     pp = sampler.options.get("cfg_pp", False)
     x = x * p.init
     for i, (k, k_hat) in enumerate(zip(p.ks[:-1], p.k_hat)):

@@ -3,10 +3,10 @@
 On the embedded default model (or its fallback, ideal-emoji, while assets/emoji-unet is missing):
 
 1. A 20-step DDIM run with the page's defaults, timed three ways: 20 bare calls of the same
-   model function on the same inputs; ``runner.generate`` (sampler, previews, PNG pixels); and the
+   model function on the same inputs; ``lab.generate`` (sampler, previews, PNG pixels); and the
    real app launched in-process and called with ``gradio_client`` (queue, JPEG previews, SSE).
    Reported: time to the first preview and in total; overhead = total / bare - 1 (target < 10%).
-2. A 4-sampler comparison (20 steps each): ``runner.compare`` (one batched forward pass per
+2. A 4-sampler comparison (20 steps each): ``lab.compare`` (one batched forward pass per
    round) against the same four set-ups run one after another (target: batched <= 0.5x).
 
 The variants run interleaved and the median of each is reported, so a busy shared machine
@@ -30,7 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import runner  # noqa: E402
+import lab  # noqa: E402
 import samplers  # noqa: E402
 
 STEPS = 20
@@ -39,7 +39,7 @@ NETWORK_SECONDS = [0.0]   # time spent inside network calls, summed over every r
 
 
 def timed_model_function(*args):
-    """runner.model_function, with the time inside the network counted: overhead = total - network,
+    """lab.model_function, with the time inside the network counted: overhead = total - network,
     measured within the same run, so load from other processes shifts both alike."""
     fn = _model_function(*args)
 
@@ -52,12 +52,12 @@ def timed_model_function(*args):
     return model
 
 
-_model_function = runner.model_function
-runner.model_function = timed_model_function
+_model_function = lab.runs.model_function
+lab.runs.model_function = timed_model_function   # prepare() looks it up there
 
 
 def fresh(fn, *args):
-    """fn(*args) in a new thread, as the app runs each sampling run (runner.in_background). On this
+    """fn(*args) in a new thread, as the app runs each sampling run (lab.in_background). On this
     shared machine a 2-thread torch forward pass was measured up to 20x slower in a long-lived
     thread (the main one) than in a fresh one, so every variant gets the app's conditions."""
     out = []
@@ -96,7 +96,7 @@ def bare_calls(prepared, sampler, noise) -> float:
 def runner_run(request, limits) -> tuple[float, float]:
     start = time.perf_counter()
     first = None
-    for p in runner.generate(request, limits):
+    for p in lab.generate(request, limits):
         if first is None and p.preview is not None:
             first = time.perf_counter() - start
     return first, time.perf_counter() - start
@@ -113,7 +113,7 @@ def server_run(client, values) -> dict:
             first = time.perf_counter() - start
     job.result()
     total, end_wall = time.perf_counter() - start, time.time()
-    record = [r for r in runner.RUNS if r.kind == "generate"][-1]
+    record = [r for r in lab.RUNS if r.kind == "generate"][-1]
     return {"first": first if first is not None else total, "total": total,
             "queue": record.started - start_wall, "run": record.finished - record.started,
             "delivery": end_wall - record.finished}
@@ -134,7 +134,7 @@ def network_batching(prepared, noise, count) -> tuple[float, float]:
 
 def compare_batched(request, limits) -> float:
     start = time.perf_counter()
-    for _ in runner.compare(request, limits):
+    for _ in lab.compare(request, limits):
         pass
     return time.perf_counter() - start
 
@@ -142,8 +142,8 @@ def compare_batched(request, limits) -> float:
 def compare_sequential(request, limits) -> float:
     start = time.perf_counter()
     for spec in request.setups:
-        solo = runner.GenerateRequest(request.model, spec, request.seed, request.num_images, request.cond)
-        for _ in runner.generate(solo, limits):
+        solo = lab.GenerateRequest(request.model, spec, request.seed, request.num_images, request.cond)
+        for _ in lab.generate(solo, limits):
             pass
     return time.perf_counter() - start
 
@@ -159,13 +159,13 @@ def main(argv=None):
         raise ValueError(f"--repeats={args.repeats}: must be >= 1")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    limits = runner.Limits.from_env()
+    limits = lab.Limits.from_env()
     values = {"model": args.model, "sampler": "ddim", "steps": STEPS, "seed": 0}
-    request = runner.parse_generate(values, limits)
-    prepared = runner.prepare(request.model, 1, request.cond, limits)
+    request = lab.parse_generate(values, limits)
+    prepared = lab.prepare(request.model, 1, request.cond, limits)
     info = prepared.info
-    sampler = runner.build_sampler(info, request.setup, request.cond, limits)
-    noise, _ = runner.make_noise(0, 1, info.event_shape, info.device)
+    sampler = lab.build_sampler(info, request.setup, request.cond, limits)
+    noise, _ = lab.make_noise(0, 1, info.event_shape, info.device)
 
     import app
     from gradio_client import Client
@@ -175,7 +175,7 @@ def main(argv=None):
     client = Client(launch(demo), verbose=False, download_files=False)
 
     names = [n for n in COMPARE_SAMPLERS if n in samplers.REGISTRY][:4]
-    cmp_request = runner.parse_compare({"model": args.model, "seed": 0, "num_images": 1,
+    cmp_request = lab.parse_compare({"model": args.model, "seed": 0, "num_images": 1,
                                         "setups": [{"sampler": n, "steps": STEPS} for n in names]}, limits)
     # warm-up: load the model, first-call allocations, the server's first request
     bare_calls(prepared, sampler, noise)
@@ -227,7 +227,7 @@ def main(argv=None):
         "| what | first preview (s) | total (s) | vs 20 bare calls | overhead within the run |",
         "|---|---|---|---|---|",
         f"| {STEPS} bare network calls | | {med['bare']:.3f} | 1.00 | |",
-        f"| `runner.generate` (sampling, previews, PNG pixels) | {med['runner_first']:.3f} | "
+        f"| `lab.generate` (sampling, previews, PNG pixels) | {med['runner_first']:.3f} | "
         f"{med['runner_total']:.3f} | {med['runner_total'] / med['bare']:.2f} | {med['runner_overhead']:+.1%} |",
         f"| the app via `gradio_client` (queue, JPEG previews, streaming) | {med['server_first']:.3f} | "
         f"{med['server_total']:.3f} | {med['server_total'] / med['bare']:.2f} | {med['server_overhead']:+.1%} |",
@@ -244,8 +244,8 @@ def main(argv=None):
         "",
         "| what | total (s) | ratio |",
         "|---|---|---|",
-        f"| one after another (`runner.generate` x {len(names)}) | {med['sequential']:.3f} | 1.00 |",
-        f"| batched (`runner.compare`, one forward pass per round) | {med['batched']:.3f} | "
+        f"| one after another (`lab.generate` x {len(names)}) | {med['sequential']:.3f} | 1.00 |",
+        f"| batched (`lab.compare`, one forward pass per round) | {med['batched']:.3f} | "
         f"{med['batched'] / med['sequential']:.2f}x |",
         f"| the network alone: one call on {len(names)} stacked inputs vs {len(names)} calls (the bound for "
         f"batching on this machine) | {med['net_stacked']:.3f} vs {med['net_separate']:.3f} | "

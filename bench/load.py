@@ -89,14 +89,14 @@ def serve(port: int, lifetime: float) -> None:
 
     torch.set_num_threads(1)   # tiny network: a second thread only adds contention on a shared machine
     import app
-    import runner
+    import lab
     from tests.app_helpers import register_test_models
 
     register_test_models()
     demo = app.build_app()     # limits from the environment (QUEUE_SIZE, MAX_CONCURRENCY, ...)
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                show_error=True)
-    print(f"serving on {port}: {runner.Limits.from_env().describe()}", flush=True)
+    print(f"serving on {port}: {lab.Limits.from_env().describe()}", flush=True)
     parent = os.getppid()
     end = time.time() + lifetime
     while time.time() < end and os.getppid() == parent:   # stops by itself if the driver is gone

@@ -1,4 +1,4 @@
-"""How long the data behind each explanatory view takes to compute (samplers/analysis.py).
+"""How long the data behind each explanatory view takes to compute (lab/analysis.py).
 
 Views timed: the evaluation-point table for several set-ups; the 2-D teaching view (density
 background, trajectories of 4 samplers x 200 points, the reference solve, end-point distances);
@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import samplers  # noqa: E402
-from samplers import analysis  # noqa: E402
+from lab import analysis  # noqa: E402
 from models.analytic import GaussianData, GaussianMixture  # noqa: E402
 
 # Preferred samplers for the views; whatever of them is registered is used.

@@ -1,7 +1,7 @@
 """What the explanatory views cost next to the work they show (the issue: "a plot update must not slow
 the stream").
 
-1. The per-run trace under Generate: the per-step copy (``runner.Tracer.add``) against one network
+1. The per-run trace under Generate: the per-step copy (``lab.Tracer.add``) against one network
    call of the default model, and the end-of-run trace (numbers, thumbnails, strip, plot frames).
 2. Gradio's per-update work for /generate's streamed updates with the trace outputs (held empty
    until the end) against the five outputs it had before.
@@ -31,7 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import runner  # noqa: E402
+import lab  # noqa: E402
 
 
 def cpu_ms(fn, repeats: int) -> float:
@@ -45,24 +45,24 @@ def cpu_ms(fn, repeats: int) -> float:
 
 
 def trace_costs(limits, repeats):
-    request = runner.parse_generate(dict(model="default", sampler="unipc", steps=20, seed=0, num_images=1), limits)
+    request = lab.parse_generate(dict(model="default", sampler="unipc", steps=20, seed=0, num_images=1), limits)
     steps, progress = [], None
-    prepared = runner.prepare(request.model, 1, request.cond, limits)
-    sampler = runner.build_sampler(prepared.info, request.setup, request.cond, limits)
-    noise, generator = runner.make_noise(0, 1, prepared.info.event_shape)
+    prepared = lab.prepare(request.model, 1, request.cond, limits)
+    sampler = lab.build_sampler(prepared.info, request.setup, request.cond, limits)
+    noise, generator = lab.make_noise(0, 1, prepared.info.event_shape)
     with torch.no_grad():
         steps = list(sampler.run(prepared.model, noise, generator))
         x, t = steps[5].x, torch.full((1,), float(steps[5].t))
         network = cpu_ms(lambda: prepared.model(x, t), repeats)
-    tracer = runner.Tracer(prepared.info.kind)
+    tracer = lab.Tracer(prepared.info.kind)
     add = cpu_ms(lambda: tracer.add(steps[5]), repeats * 10)
-    full = runner.Tracer(prepared.info.kind)
+    full = lab.Tracer(prepared.info.kind)
     for s in steps:
         full.add(s)
 
     import app
     end = cpu_ms(lambda: app.trace_outputs(full.result()), repeats)
-    for progress in runner.generate(request, limits):
+    for progress in lab.generate(request, limits):
         pass
     return network, add, end, progress
 
@@ -71,10 +71,10 @@ def update_costs(repeats):
     import app
     from gradio.state_holder import SessionState
 
-    demo = app.build_app(runner.Limits())
+    demo = app.build_app(lab.Limits())
     fn = next(f for f in demo.fns.values() if f.api_name == "generate")
     state = SessionState(demo)
-    preview = runner.PreviewFile().update(torch.zeros(64, 128, 3, dtype=torch.uint8).numpy())
+    preview = lab.PreviewFile().update(torch.zeros(64, 128, 3, dtype=torch.uint8).numpy())
     streamed = [preview, "step 1/20", None, None, None, *app.TRACE_WHILE_RUNNING]
     outputs = list(fn.outputs)
 
@@ -122,9 +122,9 @@ def training_set_costs(limits, repeats):
     start = time.process_time()
     *_, (_, _, result) = training_set.rows(values, limits)
     whole = (time.process_time() - start) * 1e3
-    twin = runner.load_model("ideal-emoji", limits)[0]
+    twin = lab.load_model("ideal-emoji", limits)[0]
     images = torch.rand(4, 3, 32, 32) * 2 - 1
-    pictures = runner.to_uint8(images)
+    pictures = lab.to_uint8(images)
 
     def compare():
         twin.nearest(images)
@@ -140,7 +140,7 @@ def main(argv=None):
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "views.md"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    limits = runner.Limits()
+    limits = lab.Limits()
 
     network, add, end, progress = trace_costs(limits, args.repeats)
     with_trace, without = update_costs(args.repeats)

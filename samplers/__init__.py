@@ -18,6 +18,7 @@ from . import er_sde, kextra  # noqa: F401  (Heun++, gradient estimation, iPNDM-
 from .core import (OPTIONS, REGISTRY, Eval, Method, NonFiniteError, Option, Sampler, Step, describe,
                    run_together)
 from .diffusers_config import from_diffusers_config
+from .names import resolve, resolve_schedule
 from .grids import SPACINGS, Grid, build_grid
 from .model_wrapper import PREDICTION_TYPES, Prediction, guided
 from .schedule import NoiseSchedule
@@ -32,4 +33,4 @@ def create(method: str, steps: int, schedule: NoiseSchedule | dict | None = None
 
 __all__ = ["NoiseSchedule", "Sampler", "Step", "Eval", "Method", "Option", "OPTIONS", "REGISTRY", "Grid",
            "Prediction", "NonFiniteError", "SPACINGS", "PREDICTION_TYPES", "build_grid", "create",
-           "describe", "from_diffusers_config", "guided", "run_together"]
+           "describe", "from_diffusers_config", "guided", "resolve", "resolve_schedule", "run_together"]

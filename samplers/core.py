@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .grids import FINAL_SIGMAS, SPACINGS, Grid, build_grid
+from .noise import NOISE_MODES, NoiseSource
 from .model_wrapper import PREDICTION_TYPES, Prediction, predict, process_x0, processed
 from .schedule import NoiseSchedule, vp_coefficients
 
@@ -73,11 +74,23 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     # grid
     Option("spacing", "leading", "where the timesteps go", str, SPACINGS),
     Option("steps_offset", 0, "added to 'leading' timesteps (diffusers' steps_offset)", int, low=0, high=10),
-    Option("rho", 7.0, "Karras grid exponent", float, low=0.01, high=100),
-    Option("sigma_min", None, "smallest sigma of a karras/logsnr grid (default: the schedule's)", float,
-           low=1e-6, high=1e6, nullable=True),
-    Option("sigma_max", None, "largest sigma of a karras/logsnr grid (default: the schedule's)", float,
-           low=1e-6, high=1e6, nullable=True),
+    Option("rho", None, "exponent of spacing 'karras' (default 7, Karras et al.) and 'polyexponential' (default 1, "
+           "k-diffusion); other spacings ignore it", float, low=0.01, high=100, nullable=True),
+    Option("beta_alpha", 0.6, "first shape parameter of spacing 'beta' (Beta distribution; only that spacing)",
+           float, low=0.01, high=100),
+    Option("beta_beta", 0.6, "second shape parameter of spacing 'beta' (only that spacing)", float, low=0.01, high=100),
+    Option("beta_d", 19.9, "spacing 'vp' only: beta_max - beta_min of the continuous VP schedule", float,
+           low=0.01, high=1000),
+    Option("beta_min", 0.1, "spacing 'vp' only: beta at s = 0 of the continuous VP schedule", float, low=0.0, high=100),
+    Option("eps_s", 1e-3, "spacing 'vp' only: the smallest continuous time s", float, low=1e-6, high=0.5),
+    Option("laplace_mu", 0.0, "spacing 'laplace' only: centre of the Laplace density in log sigma", float,
+           low=-20, high=20),
+    Option("laplace_beta", 0.5, "spacing 'laplace' only: scale of the Laplace density in log sigma", float,
+           low=0.01, high=20),
+    Option("sigma_min", None, "smallest sigma of a grid placed in sigma (karras, logsnr, exponential, "
+           "polyexponential, kl_optimal, laplace; default: the schedule's)", float, low=1e-6, high=1e6, nullable=True),
+    Option("sigma_max", None, "largest sigma of a grid placed in sigma (as sigma_min; default: the schedule's)",
+           float, low=1e-6, high=1e6, nullable=True),
     Option("timesteps", None, "explicit descending train timesteps (spacing='custom')", list, nullable=True),
     Option("final_sigmas_type", "zero", "end the last step at sigma 0 or at sigma_min", str, FINAL_SIGMAS),
     Option("round_timesteps", False, "round the model's timestep while the solver keeps the exact "
@@ -85,6 +98,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     Option("timestep_rounding", "round", "how round_timesteps makes the model's timestep an integer: 'round' "
            "(diffusers' karras / lu-lambda grids) or 'floor' (diffusers' exponential grids and karras / lu on "
            "squaredcos_cap_v2, which cast to int)", str, ("round", "floor")),
+    Option("noise", "diffusers", "where a stochastic sampler's fresh noise comes from: 'diffusers' (one generator "
+           "in diffusers' draw order), 'per-image' (image i from its own seed: the same picture whatever the "
+           "batch), 'brownian' (k-diffusion's Brownian tree per image; see samplers/noise.py)", str, NOISE_MODES),
     Option("eta", 0.0, "noise added per step: 0 = deterministic (ODE), 1 = the full ancestral / SDE noise",
            float, low=0.0, high=1.0),
     Option("cfg_pp", False, "CFG++ (Chung et al. 2024): the step's x0 from the guided prediction, its noise direction "
@@ -108,7 +124,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            ("midpoint", "heun", "logrho", "tab", "bh1", "bh2")),
 ]}
 
-GRID_OPTIONS = ("spacing", "steps_offset", "rho", "sigma_min", "sigma_max", "timesteps", "round_timesteps")
+SHAPE_OPTIONS = ("beta_alpha", "beta_beta", "beta_d", "beta_min", "eps_s", "laplace_mu", "laplace_beta")
+GRID_OPTIONS = ("spacing", "steps_offset", "rho", "sigma_min", "sigma_max", "timesteps", "round_timesteps") \
+    + SHAPE_OPTIONS
 X0_OPTIONS = ("clip_sample", "clip_sample_range", "thresholding", "dynamic_thresholding_ratio", "sample_max_value")
 
 
@@ -179,7 +197,10 @@ def alias(base: str, name: str, title: str, **changes) -> Method:
 def describe(steps: int = 10) -> list[dict]:
     """One row per sampler: name, title, paper, order (measured; nominal and a note where they
     differ), stochastic, model evaluations for ``steps`` steps with default options, the options
-    that apply and their per-method narrowing."""
+    that apply and their per-method narrowing, and the ComfyUI / A1111 names (aliases) that mean it
+    with the options they set."""
+    from .names import aliases as known_aliases
+    aliases = known_aliases()
     rows = []
     for m in REGISTRY.values():
         try:
@@ -188,7 +209,8 @@ def describe(steps: int = 10) -> list[dict]:
             nfe = None
         rows.append(dict(name=m.name, title=m.title, paper=m.paper, order=m.order, nominal_order=m.nominal_order,
                          order_note=m.order_note, stochastic=m.stochastic, nfe=nfe, options=list(m.options),
-                         choices=dict(m.choices), defaults=dict(m.defaults)))
+                         choices=dict(m.choices), defaults=dict(m.defaults),
+                         aliases={a: opts for a, (target, opts) in aliases.items() if target == m.name}))
     return rows
 
 
@@ -220,37 +242,13 @@ class NonFiniteError(ValueError):
     pass
 
 
-class NoiseSource:
-    """Gaussian draws in diffusers' order and shape: one ``randn(x.shape)`` per call.
-
-    With a list of generators each batch element draws from its own generator, so an
-    element's result never depends on the rest of the batch.
-    """
-
-    def __init__(self, generator=None):
-        self.generator = generator
-
-    def randn_like(self, x: torch.Tensor, sigma: float | None = None, sigma_next: float | None = None) -> torch.Tensor:
-        # sigma, sigma_next: the interval the draw belongs to (k-diffusion's noise_sampler(sigma, sigma_next)
-        # convention), for noise sources that form Brownian increments; per-step randn ignores them
-        g = self.generator
-        if isinstance(g, (list, tuple)):
-            if len(g) != x.shape[0]:
-                raise ValueError(f"got {len(g)} generators for a batch of {x.shape[0]}")
-            parts = [torch.randn((1,) + tuple(x.shape[1:]), generator=gi, device=gi.device, dtype=x.dtype)
-                     for gi in g]
-            return torch.cat(parts).to(x.device)
-        device = g.device if g is not None else x.device
-        return torch.randn(x.shape, generator=g, device=device, dtype=x.dtype).to(x.device)
-
-
 # --------------------------------------------------------------------------------------------
 class Sampler:
     """A sampling method with its schedule, grid and options fixed; reusable for many runs."""
 
     def __init__(self, method: str, steps: int, schedule: NoiseSchedule | None = None, **options):
-        if method not in REGISTRY:
-            raise ValueError(f"sampler={method!r} is unknown; allowed: {', '.join(REGISTRY)}")
+        from .names import expand   # names reads the registry
+        method, options = expand(method, options)
         self.method = REGISTRY[method]
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise ValueError(f"steps={steps!r} must be an integer >= 1")
@@ -308,7 +306,8 @@ class Sampler:
         """The grid from the sampler's grid options (methods call this from their ``grid`` hook)."""
         o = self.options
         kw = dict(family=family or self.method.family, steps_offset=o.get("steps_offset", 0),
-                  rho=o.get("rho", 7.0), sigma_min=o.get("sigma_min"), sigma_max=o.get("sigma_max"),
+                  rho=o.get("rho"), sigma_min=o.get("sigma_min"), sigma_max=o.get("sigma_max"),
+                  shape={k: o[k] for k in SHAPE_OPTIONS if k in o},
                   timesteps=o.get("timesteps"), final=final or o.get("final_sigmas_type", "zero"),
                   round_timesteps=o.get("round_timesteps", False))
         kw.update(overrides)
@@ -318,7 +317,8 @@ class Sampler:
     def program(self, noise: torch.Tensor, generator=None):
         if not isinstance(noise, torch.Tensor) or noise.ndim < 2:
             raise ValueError("noise must be a tensor [batch, ...]")
-        return self.method.program(self, noise, NoiseSource(generator))
+        rng = NoiseSource(generator, self.options.get("noise", "diffusers"), self.grid.sigma)
+        return self.method.program(self, noise, rng)
 
     def run(self, model, noise: torch.Tensor, generator=None) -> Iterator[Step]:
         """Sample, yielding a ``Step`` after every model evaluation."""

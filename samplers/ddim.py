@@ -64,14 +64,14 @@ def ddim_program(sampler, x, rng):
             eps = pred.uncond_eps
         x = a2 * x0 + math.sqrt(max(s2 * s2 - std * std, 0.0)) * eps
         if eta > 0:
-            x = x + std * rng.randn_like(x)
+            x = x + std * rng.randn_like(x, k, k2)
     return x
 
 
 register(Method(
     name="ddim", title="DDIM", paper="Song, Meng, Ermon 2021 (arXiv:2010.02502)", order=1, stochastic=False,
     order_note="deterministic by default (eta = 0); eta > 0 adds DDPM-like noise",
-    options=GRID_OPTIONS + X0_OPTIONS + ("eta", "set_alpha_to_one", "prev_timestep", "use_clipped_model_output"),
+    options=GRID_OPTIONS + X0_OPTIONS + ("eta", "noise", "set_alpha_to_one", "prev_timestep", "use_clipped_model_output"),
     program=ddim_program, grid=lambda s: s.make_grid(final=ddim_end(s)),
     diffusers=Diffusers("DDIMScheduler", dict(COMMON, clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True,
                                               thresholding=False, dynamic_thresholding_ratio=0.995,

@@ -33,7 +33,7 @@ def ddpm_program(sampler, x, rng):
         x0 = pred.x0   # clipped / thresholded where the options say
         x = x0_coef * x0 + x_coef * x
         if t > 0:  # diffusers adds no noise at t = 0
-            z = rng.randn_like(x)
+            z = rng.randn_like(x, k, k2)
             if vtype in ("fixed_small", "fixed_small_log"):
                 std = math.sqrt(small)
             elif vtype in ("fixed_large", "fixed_large_log"):
@@ -63,7 +63,7 @@ register(Method(
     name="ddpm", title="DDPM (ancestral)", paper="Ho, Jain, Abbeel 2020 (arXiv:2006.11239)", order=None,
     order_note="stochastic: samples the reverse SDE (weak order 1); it has no noise-free path that "
                "solves the probability-flow ODE, so no ODE order is claimed",
-    stochastic=True, options=GRID_OPTIONS + X0_OPTIONS + ("variance_type",),
+    stochastic=True, options=GRID_OPTIONS + X0_OPTIONS + ("variance_type", "noise"),
     program=ddpm_program, grid=lambda s: s.make_grid(final="zero"),
     diffusers=Diffusers("DDPMScheduler", dict(COMMON, clip_sample=True, clip_sample_range=1.0,
                                               variance_type="fixed_small", thresholding=False,

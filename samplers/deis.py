@@ -131,7 +131,7 @@ def _translate_deis(cfg: dict, method: str) -> dict:
     # the class has no rho / clip_sample / final_sigmas_type keys (a config written for another class
     # may): it always ends at sigma_min.  (It has no sigma_min / sigma_max keys either, but its karras
     # grid reads them from the config when present, so those pass through.)
-    out = dict(sigma_grid_flags(cfg, "DEISMultistepScheduler"), rho=7.0, clip_sample=False,
+    out = dict(sigma_grid_flags(cfg, "DEISMultistepScheduler"), rho=None, clip_sample=False,
                final_sigmas_type="sigma_min")
     if cfg.get("solver_type") in ("midpoint", "heun", "bh1", "bh2"):  # diffusers maps these to logrho
         out["solver_type"] = "logrho"

@@ -69,6 +69,9 @@ def from_diffusers_config(config: dict, num_inference_steps: int, method: str | 
                           **options) -> Sampler:
     if not isinstance(config, dict):
         raise ValueError(f"config must be a dict (a scheduler_config.json), got {type(config).__name__}")
+    if method is not None:   # a ComfyUI / A1111 name: its options count as the caller's
+        from .names import expand
+        method, options = expand(method, options)
     name = method_for(config, method)
     m = REGISTRY[name]
     by_name = method is not None

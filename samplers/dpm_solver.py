@@ -323,7 +323,7 @@ def grid_program(sampler, x, rng):
         for j, c in zip(step.nodes, step.coefs):
             out = out.add(values[j], alpha=c)
         if step.draws:
-            z = rng.randn_like(x)
+            z = rng.randn_like(x, sampler.grid.sigma[step.base], sampler.grid.sigma[i + 1])
             if step.noise:
                 out = out.add(z, alpha=step.noise)
         x = out
@@ -478,7 +478,7 @@ def translate_dpm_config(cfg: dict, method: str) -> dict:
         raise ValueError("scheduler config: only one of use_karras_sigmas, use_exponential_sigmas, "
                          "use_beta_sigmas can be true")
     # these classes have no sigma_min / sigma_max / rho keys (another class's config may)
-    out = dict(sigma_min=None, sigma_max=None, rho=7.0, third_order="diffusers")
+    out = dict(sigma_min=None, sigma_max=None, rho=None, third_order="diffusers")
     # diffusers rounds karras / lu timesteps except on squaredcos_cap_v2 (multistep), where the
     # int64 cast truncates them; exponential grids are always truncated.
     floor = not single and cfg.get("beta_schedule") == "squaredcos_cap_v2"
@@ -521,10 +521,10 @@ def _multistep_class(*algorithms) -> Diffusers:
 # ============================================================================================
 # Registration.
 MULTISTEP_OPTIONS = GRID_OPTIONS + THRESHOLD_OPTIONS + (
-    "final_sigmas_type", "order", "algorithm_type", "solver_type", "lower_order_final", "euler_at_final",
+    "noise", "final_sigmas_type", "order", "algorithm_type", "solver_type", "lower_order_final", "euler_at_final",
     "lambda_min", "timestep_rounding", "third_order")
 SINGLESTEP_OPTIONS = GRID_OPTIONS + THRESHOLD_OPTIONS + (
-    "final_sigmas_type", "order", "algorithm_type", "solver_type", "lower_order_final", "lambda_min",
+    "noise", "final_sigmas_type", "order", "algorithm_type", "solver_type", "lower_order_final", "lambda_min",
     "timestep_rounding", "third_order")
 PAPER_OPTIONS = THRESHOLD_OPTIONS + ("sigma_min", "sigma_max", "order", "algorithm_type", "solver_type")
 

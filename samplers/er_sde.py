@@ -66,7 +66,7 @@ def er_sde_program(sampler, x, rng):
     return finish(x, ks[-1])
 
 
-_register("er-sde", "ER-SDE-Solver-3", 2, True, er_sde_program, ("eta", "s_noise", "order"),
+_register("er-sde", "ER-SDE-Solver-3", 2, True, er_sde_program, ("eta", "s_noise", "noise", "order"),
           defaults={"eta": 1.0, "order": 3}, choices={"order": (1, 2, 3), "interpolation_type": ("linear", "log")},
           paper="Cui, Zhang, Wang, Liu, Lu, Bai 2025, ER-SDE-Solver (arXiv:2309.06169)", nominal_order=3,
           order_note="stochastic: the order is that of its eta = 0 path (the ODE, f(k) = k); its derivatives are "

@@ -9,9 +9,7 @@ import math
 
 import numpy as np
 
-from .grids import Grid
-
-CONTINUOUS_SPACINGS = ("karras", "logsnr")
+from .grids import CONTINUOUS_SPACINGS, Grid
 
 
 def lam_of(k: float) -> float:

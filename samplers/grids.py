@@ -12,8 +12,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from .schedule import NoiseSchedule
+from .schedules import SIGMA_SPACINGS, TIMESTEP_SPACINGS, sigma_schedule, timestep_schedule
 
-SPACINGS = ("leading", "linspace", "trailing", "karras", "logsnr", "quadratic", "custom")
+SPACINGS = ("leading", "linspace", "trailing", "karras", "logsnr", "quadratic", "custom") + SIGMA_SPACINGS \
+    + TIMESTEP_SPACINGS
+# spacings placed in sigma (the model time follows from sigma; round_timesteps applies)
+CONTINUOUS_SPACINGS = ("karras", "logsnr") + SIGMA_SPACINGS
+# defaults of the named schedules' shape options (the Option declarations in core say the same)
+SCHEDULE_DEFAULTS = dict(beta_alpha=0.6, beta_beta=0.6, beta_d=19.9, beta_min=0.1, eps_s=1e-3, laplace_mu=0.0,
+                         laplace_beta=0.5)
+RHO_DEFAULTS = {"karras": 7.0, "polyexponential": 1.0}
 FINAL_SIGMAS = ("zero", "sigma_min")
 
 
@@ -121,12 +129,18 @@ def custom_timesteps(timesteps, num_train_timesteps: int) -> np.ndarray:
 
 
 def build_grid(schedule: NoiseSchedule, steps: int, spacing: str = "leading", *, family: str = "ddim",
-               steps_offset: int = 0, rho: float = 7.0, sigma_min: float | None = None,
+               steps_offset: int = 0, rho: float | None = None, sigma_min: float | None = None,
                sigma_max: float | None = None, timesteps=None, final: str = "zero",
                round_timesteps: bool = False, interpolation: str = "log",
-               integer_linspace: bool = True) -> Grid:
-    """The evaluation points for ``steps`` steps and the end point (``final``: zero or sigma_min)."""
+               integer_linspace: bool = True, shape: dict | None = None) -> Grid:
+    """The evaluation points for ``steps`` steps and the end point (``final``: zero or sigma_min).
+
+    ``rho`` None: 7 for karras, 1 for polyexponential; ``shape``: the named schedules' options
+    (``SCHEDULE_DEFAULTS`` where missing)."""
     T = schedule.num_train_timesteps
+    if rho is None:
+        rho = RHO_DEFAULTS.get(spacing, 7.0)
+    shape = dict(SCHEDULE_DEFAULTS, **{k: v for k, v in (shape or {}).items() if v is not None}, rho=rho)
     if final not in FINAL_SIGMAS:
         raise ValueError(f"final_sigmas_type={final!r}; allowed: {', '.join(FINAL_SIGMAS)}")
     if spacing == "custom" or timesteps is not None:
@@ -141,7 +155,10 @@ def build_grid(schedule: NoiseSchedule, steps: int, spacing: str = "leading", *,
     elif spacing == "quadratic":
         ts = quadratic_timesteps(steps, T)
         sig = schedule.sigma_at(ts, interpolation)
-    elif spacing in ("karras", "logsnr"):
+    elif spacing in TIMESTEP_SPACINGS:
+        ts = timestep_schedule(spacing, _check_steps(steps), T, shape)
+        sig = schedule.sigma_at(ts, "log")
+    elif spacing in CONTINUOUS_SPACINGS:
         lo = schedule.sigma_min if sigma_min is None else float(sigma_min)
         hi = schedule.sigma_max if sigma_max is None else float(sigma_max)
         if not (0 < lo < hi and np.isfinite(hi)):
@@ -150,13 +167,18 @@ def build_grid(schedule: NoiseSchedule, steps: int, spacing: str = "leading", *,
             if not (isinstance(rho, (int, float)) and 0 < rho <= 100):
                 raise ValueError(f"rho={rho!r} must be a number in (0, 100]")
             sig = karras_sigmas(steps, lo, hi, rho)
-        else:
+        elif spacing == "logsnr":
             sig = logsnr_sigmas(steps, lo, hi)
+        else:
+            sig = sigma_schedule(spacing, _check_steps(steps), lo, hi, shape)
         ts = schedule.t_of_sigma(sig)
         if round_timesteps:
             ts = np.round(ts)
     else:
         raise ValueError(f"spacing={spacing!r} is not supported; allowed: {', '.join(SPACINGS)}")
+    if np.any(np.diff(sig) >= 0):
+        raise ValueError(f"spacing={spacing!r} with steps={steps} repeats or raises a noise level (sigmas "
+                         f"{np.round(sig, 4).tolist()[:12]}...): use fewer steps or other schedule options")
     end_sigma = 0.0 if final == "zero" else schedule.sigma_min
     if end_sigma > sig[-1] * (1 + 1e-9):  # a grid ending at sigma_min up to rounding is fine
         raise ValueError(f"the grid already ends at sigma={sig[-1]:.4g} (t={ts[-1]:g}); final_sigmas_type="

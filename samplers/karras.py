@@ -29,7 +29,7 @@ from .core import GRID_OPTIONS, X0_OPTIONS, Diffusers, Eval, Method, Option, add
 from .ddim import TABLE_SPACINGS  # also declares the shared "eta" option
 from .diffusers_config import COMMON
 from .expint import end_at_sigma_min, sigma_range as range_of_sigmas
-from .grids import Grid, spaced_timesteps
+from .grids import CONTINUOUS_SPACINGS, Grid, spaced_timesteps
 from .model_wrapper import cfg_pp_start
 
 add_options(
@@ -84,7 +84,7 @@ def sigma_range(sampler) -> tuple[float, float]:
 
 def karras_family_grid(sampler) -> Grid:
     spacing, interp = sampler.opt("spacing"), sampler.opt("interpolation_type")
-    if spacing in ("karras", "logsnr"):
+    if spacing in CONTINUOUS_SPACINGS:
         lo, hi = sigma_range(sampler)
         grid = sampler.make_grid(sigma_min=lo, sigma_max=hi, final="zero")
         sigma = grid.sigma
@@ -116,7 +116,7 @@ def init_scale(sampler) -> float:
     rule = sampler.opt("init_noise")
     if rule == "auto":
         spacing = sampler.opt("spacing")
-        leading = spacing == "leading" or (spacing in ("karras", "logsnr") and sampler.opt("sigma_range") == "leading")
+        leading = spacing == "leading" or (spacing in CONTINUOUS_SPACINGS and sampler.opt("sigma_range") == "leading")
         rule = "vp" if leading else "ve"
     k0 = float(sampler.grid.sigma[0])
     return math.sqrt(k0 * k0 + 1.0) if rule == "vp" else k0
@@ -192,7 +192,7 @@ def churn_levels(sampler, ks) -> list[float]:
     s_tmax = math.inf if s_tmax is None else s_tmax
     # diffusers divides s_churn by len(sigmas) - 1, one more than N with log_linear's extra sigma
     intervals = len(ks) - 1 + (sampler.opt("interpolation_type") == "log_linear"
-                               and sampler.opt("spacing") not in ("karras", "logsnr"))
+                               and sampler.opt("spacing") not in CONTINUOUS_SPACINGS)
     gamma = min(churn / intervals, MAX_CHURN)
     return [k * (1 + gamma) if churn > 0 and s_tmin <= k <= s_tmax else k for k in ks[:-1]]
 
@@ -209,6 +209,7 @@ def euler_program(sampler, x, rng):
             x.add_(pred.uncond_eps if pp else pred.eps, alpha=p.ks[i + 1] - k)
             continue
         spread = s_noise * math.sqrt(k_hat * k_hat - k * k)
+        # churn noise is a fresh draw, not a Brownian increment: [k, k_hat] overlaps the step above
         if karras_rule:
             x = x.add(rng.randn_like(x), alpha=spread)
             pred = yield Eval(x * c_in(k_hat), p.k_hat_t[i], k_hat)
@@ -241,7 +242,7 @@ def euler_ancestral_program(sampler, x, rng):
         x = cfg_pp_start(x, pred, pp)
         x.add_(pred.uncond_eps if pp else pred.eps, alpha=p.down[i] - k)
         if eta > 0:  # diffusers draws on every step, also the last (where sigma_up = 0)
-            x.add_(rng.randn_like(x), alpha=p.up[i] * s_noise)
+            x.add_(rng.randn_like(x, k, p.ks[i + 1]), alpha=p.up[i] * s_noise)
     return finish(x, p.ks[-1])
 
 
@@ -279,7 +280,7 @@ def dpm2_program(sampler, x, rng):
         pred = yield Eval(trial * c_in(k_mid), p.mid_t[i], k_mid)
         x.add_(pred.eps, alpha=down - k)
         if eta > 0:
-            x.add_(rng.randn_like(x), alpha=p.up[i] * s_noise)
+            x.add_(rng.randn_like(x, k, p.ks[i + 1]), alpha=p.up[i] * s_noise)
     return finish(x, p.ks[-1])
 
 
@@ -300,7 +301,7 @@ def dpmpp_2s_ancestral_program(sampler, x, rng):
             pred = yield Eval(trial * c_in(k_mid), p.mid_t[i], k_mid)
             x = torch.lerp(pred.x0, x, down / k)
         if eta > 0 and p.ks[i + 1] > 0:
-            x.add_(rng.randn_like(x), alpha=p.up[i] * s_noise)
+            x.add_(rng.randn_like(x, k, p.ks[i + 1]), alpha=p.up[i] * s_noise)
     return finish(x, p.ks[-1])
 
 
@@ -347,7 +348,7 @@ def lms_program(sampler, x, rng):
 # Registration.
 BASE_OPTIONS = GRID_OPTIONS + X0_OPTIONS + ("final_sigmas_type", "interpolation_type", "init_noise", "sigma_range")
 NO_LOG_LINEAR = {"interpolation_type": ("linear", "log")}
-ANCESTRAL = ("eta", "s_noise")
+ANCESTRAL = ("eta", "s_noise", "noise")
 KARRAS_PAPER = "Karras, Aittala, Aila, Laine 2022 (arXiv:2206.00364); k-diffusion (Crowson)"
 
 
@@ -403,7 +404,7 @@ def _register(name, title, order, stochastic, program, extra=(), nfe=lambda s: s
 
 # euler draws noise only with churn (s_churn > 0), which is off by default
 _register("euler", "Euler (Karras / k-diffusion)", 1, False, euler_program,
-          ("s_churn", "s_tmin", "s_tmax", "s_noise", "churn_rule", "timestep_type"), choices={},
+          ("s_churn", "s_tmin", "s_tmax", "s_noise", "churn_rule", "timestep_type", "noise"), choices={},
           order_note="deterministic by default (s_churn = 0); s_churn > 0 adds Karras' churn noise",
           diffusers=_diffusers("EulerDiscreteScheduler", interpolation_type="linear", sigma_min=None, sigma_max=None,
                                timestep_type="discrete", final_sigmas_type="zero", **_KARRAS_FLAGS))

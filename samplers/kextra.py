@@ -41,8 +41,8 @@ def heunpp2_program(sampler, x, rng):
     x = x * p.init
     for i in range(p.steps):
         k, k_hat = ks[i], p.k_hat[i]
-        if k_hat > k:   # Karras churn
-            x = x + rng.randn_like(x, sigma=k_hat, sigma_next=k) * (s_noise * (k_hat * k_hat - k * k) ** 0.5)
+        if k_hat > k:   # Karras churn: a fresh draw, not a Brownian increment ([k, k_hat] overlaps the step above)
+            x = x + rng.randn_like(x) * (s_noise * (k_hat * k_hat - k * k) ** 0.5)
         pred = yield Eval(x * (1 + k_hat * k_hat) ** -0.5, p.k_hat_t[i], k_hat)
         slopes, dt, trial = [pred.eps], ks[i + 1] - k_hat, x
         # predict along the grid to the next one or two points (not to the end) and collect their slopes
@@ -111,7 +111,7 @@ def ddpm_k_program(sampler, x, rng):
 
 NO_ODE = "stochastic: {what}; it has no noise-free path that solves the probability-flow ODE, so no ODE order is claimed"
 
-_register("heunpp2", "Heun++ 2", 1, False, heunpp2_program, CHURN, nfe=heunpp2_nfe,
+_register("heunpp2", "Heun++ 2", 1, False, heunpp2_program, CHURN + ("noise",), nfe=heunpp2_nfe,
           paper="Heun++ (sd-webui-samplers-scheduler, Carzit); Karras et al. 2022 (arXiv:2206.00364)",
           order_note="its slope weights sigma / (n sigma_max) vanish as sigma shrinks, so it is first order "
                      "(Euler) on the late steps that decide the error")
@@ -126,16 +126,18 @@ _register("ipndm-v", "iPNDM (variable step)", 3, False, ipndm_v_program, nfe=lam
           paper="Zhang, Chen 2023 (arXiv:2204.13902); Zhou et al. 2024 variable-step form (arXiv:2312.00094)",
           nominal_order=4, order_note="4 past slopes with the actual steps' Adams-Bashforth weights in sigma "
           "(LMS's weights); on a log-SNR grid, whose steps in sigma shrink geometrically, it measures about 3")
-_register("lcm", "LCM (x0, then re-noise)", None, True, lcm_program, paper="Luo et al. 2023 (arXiv:2310.04378)",
+_register("lcm", "LCM (x0, then re-noise)", None, True, lcm_program, ("noise",),
+          paper="Luo et al. 2023 (arXiv:2310.04378)",
           order_note=NO_ODE.format(what="each step jumps to the x0 and re-noises it"))
 ddpm = REGISTRY["ddpm"]
-_register("ddpm-k", "DDPM (on k-diffusion sigmas)", None, True, ddpm_k_program, ("variance_type",), paper=ddpm.paper,
+_register("ddpm-k", "DDPM (on k-diffusion sigmas)", None, True, ddpm_k_program, ("variance_type", "noise"),
+          paper=ddpm.paper,
           order_note=NO_ODE.format(what="samples the reverse SDE (weak order 1)"),
           choices={"variance_type": ("fixed_small", "fixed_large"), "interpolation_type": ("linear", "log")})
 
 # CFG++ forms of the k-diffusion family (their programs read cfg_pp); Euler's CFG++ form is the plain
-# Euler step (no churn, discrete model times), as ComfyUI's euler_cfg_pp
-EULER_ONLY = CHURN + ("churn_rule", "timestep_type")
+# Euler step (no churn, discrete model times, so no noise to draw), as ComfyUI's euler_cfg_pp
+EULER_ONLY = CHURN + ("churn_rule", "timestep_type", "noise")
 for base, title in (("euler", "Euler CFG++"), ("euler-a", "Euler ancestral CFG++"),
                     ("dpm++2s-a", "DPM++ 2S ancestral CFG++")):
     options = tuple(o for o in REGISTRY[base].options if base != "euler" or o not in EULER_ONLY)

@@ -183,7 +183,7 @@ def _translate_unipc(cfg: dict, method: str) -> dict:
         raise ValueError(f"scheduler config key 'solver_p'={cfg['solver_p']!r} (another scheduler as UniPC's "
                          "predictor) is not supported; allowed: null")
     # the class has no rho or clip_sample keys (a config written for another class may)
-    out = dict(sigma_grid_flags(cfg, "UniPCMultistepScheduler"), rho=7.0, clip_sample=False)
+    out = dict(sigma_grid_flags(cfg, "UniPCMultistepScheduler"), rho=None, clip_sample=False)
     if cfg.get("solver_type") in ("midpoint", "heun", "logrho"):  # diffusers maps these to bh2
         out["solver_type"] = "bh2"
     return out

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import models
-import runner
+import lab
 
 # A tiny class-conditional v-prediction network (random weights): fast, and exercises the real
 # UNet code path with classifier-free guidance. Label 3 is the null label.
@@ -47,11 +47,11 @@ class Slowed:
 
 
 def register_test_models():
-    runner.register_model("tiny-unet", tiny_unet, "tiny random class-conditional UNet (tests)")
-    runner.register_model("tiny-slow", lambda: Slowed(tiny_unet(), 0.03), "tiny UNet, 30 ms per call (tests)")
+    lab.register_model("tiny-unet", tiny_unet, "tiny random class-conditional UNet (tests)")
+    lab.register_model("tiny-slow", lambda: Slowed(tiny_unet(), 0.03), "tiny UNet, 30 ms per call (tests)")
     # cancellation tests: a run long enough (6 s) that a server stalled for a moment still takes the
     # cancel mid-run; what they measure is how far the run goes after the server took it
-    runner.register_model("tiny-slower", lambda: Slowed(tiny_unet(), 0.1), "tiny UNet, 100 ms per call (tests)")
+    lab.register_model("tiny-slower", lambda: Slowed(tiny_unet(), 0.1), "tiny UNet, 100 ms per call (tests)")
 
 
 def free_port() -> int:

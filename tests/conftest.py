@@ -1,9 +1,17 @@
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 import torch
 
+# Gradio's file cache is /tmp/gradio, shared by every process, and named by content: a server in another
+# test run that closes deletes a file this run's client is about to fetch (seen as a 403). One per run.
+if "GRADIO_TEMP_DIR" not in os.environ:
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix="sampler-lab-gradio-")
+    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], True)
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

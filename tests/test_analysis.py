@@ -1,4 +1,4 @@
-"""The data behind the explanatory views (samplers/analysis.py), checked against exact answers."""
+"""The data behind the explanatory views (lab/analysis.py), checked against exact answers."""
 import inspect
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import samplers
-from samplers import analysis
+from lab import analysis
 from samplers.core import Step
 from models.analytic import GaussianData, GaussianMixture
 from conftest import toy_model
@@ -295,7 +295,7 @@ def test_the_analysis_layer_imports_neither_models_nor_the_ui():
     tree = ast.parse(open(analysis.__file__).read())
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert not {name.split(".")[0] for name in imported} & {"models", "gradio", "diffusers", "app", "runner"}
+    assert not {name.split(".")[0] for name in imported} & {"models", "gradio", "diffusers", "app", "lab"}
 
 
 def test_planned_runs_pick_the_closest_nfe_and_never_repeat_a_step_count():

@@ -1,4 +1,4 @@
-"""The app: request validation and runs in ``runner`` (no server), then the real Gradio app
+"""The app: request validation and runs in ``lab`` (no server), then the real Gradio app
 launched in-process and driven with ``gradio_client`` as an API user would."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import models
-import runner
+import lab
 import samplers
 from tests.app_helpers import TINY_SCHEDULER, read_png, serve, register_test_models, tiny_unet
 
@@ -20,7 +20,7 @@ register_test_models()
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-LIMITS = runner.Limits(max_steps=200, max_images=8, max_points=2000, max_compare=6, concurrency=4, preview_fps=10,
+LIMITS = lab.Limits(max_steps=200, max_images=8, max_points=2000, max_compare=6, concurrency=4, preview_fps=10,
                        reference_steps=60)
 
 
@@ -47,63 +47,63 @@ def as_png_pixels(x: torch.Tensor) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# runner, no server
+# lab, no server
 
 def test_limits_come_from_the_environment_and_bad_values_name_the_variable():
-    limits = runner.Limits.from_env({"MAX_STEPS": "50", "MAX_IMAGES": "2", "PREVIEW_FPS": "4"})
+    limits = lab.Limits.from_env({"MAX_STEPS": "50", "MAX_IMAGES": "2", "PREVIEW_FPS": "4"})
     assert (limits.max_steps, limits.max_images, limits.preview_fps) == (50, 2, 4.0)
-    assert runner.Limits.from_env({}).max_steps == 200
+    assert lab.Limits.from_env({}).max_steps == 200
     with pytest.raises(ValueError, match=r"MAX_STEPS='lots'.*integer"):
-        runner.Limits.from_env({"MAX_STEPS": "lots"})
+        lab.Limits.from_env({"MAX_STEPS": "lots"})
     with pytest.raises(ValueError, match=r"MAX_COMPARE='9'.*out of range.*<= 6"):
-        runner.Limits.from_env({"MAX_COMPARE": "9"})
+        lab.Limits.from_env({"MAX_COMPARE": "9"})
 
 
 def test_model_ids_that_are_paths_urls_or_off_the_allow_list_are_refused():
     for bad in ("/etc/passwd", "../models", "~/x", "https://huggingface.co/google/ddpm-cifar10-32", "C:\\x"):
         with pytest.raises(ValueError, match="path or URL"):
-            runner.check_model(bad, environ={})
+            lab.check_model(bad, environ={})
     with pytest.raises(ValueError, match="not in the allow-list.*ALLOW_ANY_HUB_MODEL=1"):
-        runner.check_model("someone/some-model", environ={})
-    assert runner.check_model("someone/some-model", environ={"ALLOW_ANY_HUB_MODEL": "1"}) == "someone/some-model"
-    assert runner.check_model("google/ddpm-cifar10-32", environ={}) == "google/ddpm-cifar10-32"
+        lab.check_model("someone/some-model", environ={})
+    assert lab.check_model("someone/some-model", environ={"ALLOW_ANY_HUB_MODEL": "1"}) == "someone/some-model"
+    assert lab.check_model("google/ddpm-cifar10-32", environ={}) == "google/ddpm-cifar10-32"
     with pytest.raises(ValueError, match="path or URL"):
-        runner.check_model("/tmp/model", environ={"ALLOW_ANY_HUB_MODEL": "1"})
+        lab.check_model("/tmp/model", environ={"ALLOW_ANY_HUB_MODEL": "1"})
 
 
 def test_a_hub_model_larger_than_max_resolution_is_refused_before_any_download():
     with pytest.raises(ValueError, match=r"256 px.*MAX_RESOLUTION=64"):
-        runner.load_model("google/ddpm-church-256", runner.Limits(max_resolution=64))
+        lab.load_model("google/ddpm-church-256", lab.Limits(max_resolution=64))
 
 
 def test_missing_default_model_falls_back_to_the_ideal_denoiser_with_a_notice(monkeypatch, tmp_path):
     monkeypatch.setattr(models.embedded, "DEFAULT_MODEL_DIR", tmp_path / "not-trained-yet")
-    name, notice = runner.initial_model()
-    assert name == runner.FALLBACK_MODEL and "not there yet" in notice
-    _, info = runner.load_model("default", LIMITS)
+    name, notice = lab.initial_model()
+    assert name == lab.FALLBACK_MODEL and "not there yet" in notice
+    _, info = lab.load_model("default", LIMITS)
     assert info.name == "default" and info.loaded == "ideal-emoji" and "ideal-emoji" in info.notice
     assert info.classes is not None and len(info.classes) == 9 and not info.guidance
 
 
 def test_every_option_of_every_registered_sampler_is_a_request_parameter():
-    params = runner.generate_params()
+    params = lab.generate_params()
     for m in samplers.REGISTRY.values():
         for option in m.options:
-            assert runner.param_name(option) in params, (m.name, option)
+            assert lab.param_name(option) in params, (m.name, option)
     assert {"model", "sampler", "steps", "eta", "order", "spacing", "seed"} <= set(params)
 
 
 def test_options_that_do_not_apply_to_the_sampler_are_not_passed_to_it():
-    req = runner.parse_generate({"sampler": "plms", "steps": 10, "eta": 0.7, "order": 3}, LIMITS)
+    req = lab.parse_generate({"sampler": "plms", "steps": 10, "eta": 0.7, "order": 3}, LIMITS)
     assert "eta" not in req.setup.options and "order" not in req.setup.options
-    req = runner.parse_generate({"sampler": "ddim", "steps": 10, "eta": 0.7}, LIMITS)
+    req = lab.parse_generate({"sampler": "ddim", "steps": 10, "eta": 0.7}, LIMITS)
     assert req.setup.options == {"eta": 0.7}
 
 
 def test_generate_streams_every_evaluation_and_throttles_previews():
-    req = runner.parse_generate({"model": "tiny-unet", "sampler": "ddim", "steps": 30, "seed": 5}, LIMITS)
+    req = lab.parse_generate({"model": "tiny-unet", "sampler": "ddim", "steps": 30, "seed": 5}, LIMITS)
     ticks = iter(np.arange(0, 100, 0.004))  # a clock that advances 4 ms per reading
-    updates = list(runner.generate(req, runner.Limits(preview_fps=10), clock=lambda: next(ticks)))
+    updates = list(lab.generate(req, lab.Limits(preview_fps=10), clock=lambda: next(ticks)))
     assert [u.nfe for u in updates] == list(range(1, 31))
     assert [u.step for u in updates] == list(range(1, 31))
     shown = [u.nfe for u in updates if u.preview is not None]
@@ -116,10 +116,10 @@ def test_generate_streams_every_evaluation_and_throttles_previews():
 def test_compare_runs_batched_yet_each_result_equals_its_solo_run():
     setups = [{"sampler": "ddim", "steps": 8, "eta": 0.6}, {"sampler": "unipc", "steps": 6, "order": 2},
               {"sampler": "plms", "steps": 7}, {"sampler": "heun", "steps": 4}]
-    req = runner.parse_compare({"model": "tiny-unet", "setups": setups, "seed": 11, "num_images": 2,
+    req = lab.parse_compare({"model": "tiny-unet", "setups": setups, "seed": 11, "num_images": 2,
                                 "class_label": 2, "guidance_scale": 2.0}, LIMITS)
     calls = []
-    original = runner.model_function
+    original = lab.runs.model_function
 
     def counting(*args):
         fn = original(*args)
@@ -129,11 +129,11 @@ def test_compare_runs_batched_yet_each_result_equals_its_solo_run():
             return fn(x, t)
         return model
 
-    runner.model_function = counting
+    lab.runs.model_function = counting
     try:
-        final = list(runner.compare(req, LIMITS))[-1]
+        final = list(lab.compare(req, LIMITS))[-1]
     finally:
-        runner.model_function = original
+        lab.runs.model_function = original
     net = tiny_unet()
     solo_nfe = 0
     for spec, sample, result in zip(req.setups, final.samples, final.results):
@@ -150,19 +150,19 @@ def test_the_reference_is_the_exact_flow_for_the_gaussian_and_cached_for_network
     setups = [{"sampler": "unipc", "steps": 200, "order": 3, "spacing": "trailing"},
               {"sampler": "ddim", "steps": 40, "spacing": "trailing"},
               {"sampler": "ddim", "steps": 5, "spacing": "trailing"}]
-    req = runner.parse_compare({"model": "gaussian", "setups": setups, "seed": 3, "num_images": 64,
+    req = lab.parse_compare({"model": "gaussian", "setups": setups, "seed": 3, "num_images": 64,
                                 "reference": True}, LIMITS)
-    final = list(runner.compare(req, LIMITS))[-1]
+    final = list(lab.compare(req, LIMITS))[-1]
     accurate, medium, coarse = (r["distance"] for r in final.results)
     assert accurate < 3e-3 and accurate < medium < coarse
     gaussian = models.load("gaussian")
     noise = torch.randn((64, 2), generator=torch.Generator().manual_seed(3))
     exact = gaussian.flow(noise.double(), 999, "clean")
-    assert runner.distance(final.samples[0], exact) == pytest.approx(accurate, abs=1e-6)
+    assert lab.reference.distance(final.samples[0], exact) == pytest.approx(accurate, abs=1e-6)
 
-    req = runner.parse_compare({"model": "tiny-unet", "setups": setups[2:], "seed": 3, "reference": True}, LIMITS)
-    first = list(runner.compare(req, LIMITS))
-    second = list(runner.compare(req, LIMITS))
+    req = lab.parse_compare({"model": "tiny-unet", "setups": setups[2:], "seed": 3, "reference": True}, LIMITS)
+    first = list(lab.compare(req, LIMITS))
+    second = list(lab.compare(req, LIMITS))
     assert any("reference solve" in u.message for u in first)
     assert not any("reference solve" in u.message for u in second)      # served from the cache
     assert first[-1].results[0]["distance"] == second[-1].results[0]["distance"] > 0
@@ -172,12 +172,12 @@ def test_the_reference_is_the_exact_flow_for_the_gaussian_and_cached_for_network
 
 
 def test_zero_terminal_snr_needs_a_v_prediction_model():
-    req = runner.parse_generate({"model": "gaussian", "rescale_betas_zero_snr": True}, LIMITS)
+    req = lab.parse_generate({"model": "gaussian", "rescale_betas_zero_snr": True}, LIMITS)
     with pytest.raises(ValueError, match="rescale_betas_zero_snr=True needs a v_prediction model"):
-        next(runner.generate(req, LIMITS))
-    req = runner.parse_generate({"model": "tiny-unet", "rescale_betas_zero_snr": True, "steps": 5,
+        next(lab.generate(req, LIMITS))
+    req = lab.parse_generate({"model": "tiny-unet", "rescale_betas_zero_snr": True, "steps": 5,
                                  "spacing": "trailing"}, LIMITS)
-    assert list(runner.generate(req, LIMITS))[-1].done
+    assert list(lab.generate(req, LIMITS))[-1].done
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,8 +195,8 @@ def statuses(outputs):
 def test_api_names_the_generate_parameters_after_the_controls(client):
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     names = [p["parameter_name"] for p in api["/generate"]["parameters"]]
-    assert names == runner.generate_params()
-    assert [p["parameter_name"] for p in api["/compare"]["parameters"]] == list(runner.COMPARE_PARAMS)
+    assert names == lab.generate_params()
+    assert [p["parameter_name"] for p in api["/compare"]["parameters"]] == list(lab.COMPARE_PARAMS)
 
 
 def test_generate_streams_each_step_and_matches_the_samplers_package(client):
@@ -224,19 +224,19 @@ def test_generate_returns_the_runs_trace_one_row_per_evaluation(client):
         model="tiny-unet", sampler="unipc", steps=20, seed=5, num_images=2, api_name="/generate")[5:]
     rows = [dict(zip(table["headers"], r)) for r in table["data"]]
     assert [r["nfe"] for r in rows] == list(range(1, 21))
-    # the same numbers as samplers.analysis.trace on image #0 of the same run made directly
+    # the same numbers as lab.analysis.trace on image #0 of the same run made directly
     steps = direct_steps(tiny_unet(), "unipc", 20, 5, 2, (3, 8, 8), null_label=3)
     first = [dataclasses.replace(s, x=s.x[:1], x0=s.x0[:1]) for s in steps]
-    expected = samplers.analysis.trace(first)["rows"]
+    expected = lab.analysis.trace(first)["rows"]
     for got, want in zip(rows, expected):
         for key in ("sigma", "x_rms", "x0_rms", "x0_to_final"):
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (key, got, want)
     assert rows[0]["change"] is None and rows[-1]["x0_to_final"] == pytest.approx(0, abs=1e-6)
-    commit = samplers.analysis.commit_index(expected, runner.COMMIT_FRACTION)
+    commit = lab.analysis.commit_index(expected, lab.COMMIT_FRACTION)
     assert f"Committed at NFE {commit}" in note
     # one strip of about TRACE_THUMBNAILS x0 pictures (64 px, 4 px apart, text under each)
     pictures = (read_png(strip).shape[1] + 4) // 68
-    assert 10 <= pictures <= runner.TRACE_THUMBNAILS + 1 and read_png(strip).shape[0] == 64 + 28
+    assert 10 <= pictures <= lab.TRACE_THUMBNAILS + 1 and read_png(strip).shape[0] == 64 + 28
     assert len({row[1] for row in change_plot["data"]}) == 3            # x, x0 and x0-to-final
     assert {row[1] for row in norm_plot["data"]} == {"sample x", "predicted x0"}
 
@@ -259,7 +259,7 @@ def test_compare_returns_one_result_per_setup_equal_to_the_solo_runs(client):
     assert len(gallery) == 3 * 2
     net = tiny_unet()
     for i, (spec, result) in enumerate(zip(setups, info["results"])):
-        opts = {runner.OPTION_OF_PARAM.get(k, k): v for k, v in spec.items() if k not in ("sampler", "steps")}
+        opts = lab.kernel_options({k: v for k, v in spec.items() if k not in ("sampler", "steps")})
         solo = as_png_pixels(direct_run(net, spec["sampler"], spec["steps"], 9, 2, (3, 8, 8), class_index=0,
                                         null_label=3, scale=3.0, **opts))
         got = np.stack([read_png(g["image"]) for g in gallery[2 * i:2 * i + 2]])
@@ -315,11 +315,11 @@ def test_stop_ends_a_run_within_a_step_and_the_next_run_works(client):
     assert len(statuses(job.outputs())) >= 3
     job.cancel()
     time.sleep(1.0)
-    record = [r for r in runner.RUNS if r.kind == "generate" and r.total_nfe == 200][-1]
+    record = [r for r in lab.RUNS if r.kind == "generate" and r.total_nfe == 200][-1]
     stopped_at = record.nfe
     time.sleep(0.5)
     assert record.status == "stopped" and record.nfe == stopped_at < 200
-    assert not [r for r in runner.active_runs() if r.kind == "generate"]
+    assert not [r for r in lab.active_runs() if r.kind == "generate"]
     assert "step 3/3" in client.predict(model="tiny-unet", steps=3, api_name="/generate")[1]
 
 
@@ -343,7 +343,7 @@ def test_four_concurrent_same_seed_requests_give_identical_images(client):
     for th in threads:
         th.join(timeout=120)
     assert not errors, errors
-    runs = [r for r in runner.RUNS if r.kind == "generate" and r.started >= started and r.total_nfe == 15]
+    runs = [r for r in lab.RUNS if r.kind == "generate" and r.started >= started and r.total_nfe == 15]
     assert len(runs) == 4
     # the four ran at the same time (MAX_CONCURRENCY=4 here), not one after another
     assert max(r.started for r in runs) < min(r.finished for r in runs), runs

@@ -28,12 +28,12 @@ if not os.path.exists(CHROMIUM):
 @pytest.fixture(scope="module")
 def page_url():
     import app
-    import runner
+    import lab
     from tests.app_helpers import launch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # shared 2-core machine: one intra-op thread is faster for these models
-    demo = app.build_app(runner.Limits(preview_fps=10))
+    demo = app.build_app(lab.Limits(preview_fps=10))
     url = launch(demo)
     yield url
     demo.close()
@@ -85,6 +85,8 @@ def open_tab(page, title: str) -> None:
 
 def test_generate_in_the_browser_streams_changing_previews(page, tmp_path):
     open_tab(page, "Generate")
+    # enough steps (~4 s) that several previews arrive even while the rest of the suite loads the machine
+    page.locator("#generate-steps input").fill("150")
     page.click("#generate-button")
     seen = []          # (preview src, status text) each time the preview changed
     deadline = time.time() + 120
@@ -142,3 +144,45 @@ def test_choosing_a_2d_model_turns_the_error_views_images_into_points(page):
     page.wait_for_function("() => document.querySelector('#errors-num-images').innerText"
                            ".includes('num_images (points)')", timeout=30_000)
     assert page.input_value("#errors-num-images input") == "200"
+    # back to the default network: the tests after this one run it (a 2-D run is over before a Stop lands)
+    model.click()
+    model.fill("default")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.querySelector('#errors-num-images').innerText"
+                           ".includes('num_images (images)')", timeout=30_000)
+
+
+def test_an_out_of_range_steps_box_is_told_by_name_and_nothing_runs(page):
+    open_tab(page, "Generate")
+    runs_before = len(__import__("lab").RUNS)
+    box = page.locator("#generate-steps input")
+    for typed, needle in (("0", "steps=0 is out of range (allowed: 1 <= steps <= 200"), ("", "steps=''")):
+        box.fill(typed)
+        page.click("#generate-button")
+        page.wait_for_function("n => document.body.innerText.includes(n)", arg=needle, timeout=30_000)
+        assert box.input_value() == typed            # the box still shows what was typed: nothing was changed
+    page.wait_for_timeout(500)
+    assert len(__import__("lab").RUNS) == runs_before   # the run did not start
+    for close in page.locator(".toast-close").all():
+        close.click()
+    box.fill("25")
+
+
+def test_stop_says_where_the_run_stopped_and_keeps_the_trace(page):
+    # a fresh page: the earlier tests leave error toasts and another model behind
+    page.reload(wait_until="domcontentloaded")
+    page.wait_for_selector("#generate-button", timeout=60_000)
+    page.wait_for_function("() => !document.body.innerText.includes('Loading...')", timeout=60_000)
+    open_tab(page, "Generate")
+    page.locator("#generate-steps input").fill("200")
+    page.click("#generate-button")
+    page.wait_for_function("() => document.querySelector('#generate-status').innerText.startsWith('step ')",
+                           timeout=60_000)
+    page.wait_for_timeout(300)
+    page.click("#generate-stop")
+    page.wait_for_function("() => /stopped at step \\d+\\/200 \\(NFE \\d+\\)/.test("
+                           "document.querySelector('#generate-status').innerText)", timeout=60_000)
+    assert "Trace of" in page.inner_text("#trace-note")
+    plot_drawn(page, "#trace-strip")
+    plot_drawn(page, "#preview")
+    page.locator("#generate-steps input").fill("25")

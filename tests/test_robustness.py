@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis import given
 
 import models
-import runner
+import lab
 import samplers
 from models import loading
 from tests.app_helpers import launch, read_png, register_test_models, tiny_unet
@@ -69,8 +69,8 @@ class NanAt:
         return iter(())
 
 
-runner.register_model("nan-below-500", lambda: NanAt(500, math.nan), "returns NaN for t < 500 (tests)")
-runner.register_model("inf-below-300", lambda: NanAt(300, math.inf), "returns inf for t < 300 (tests)")
+lab.register_model("nan-below-500", lambda: NanAt(500, math.nan), "returns NaN for t < 500 (tests)")
+lab.register_model("inf-below-300", lambda: NanAt(300, math.inf), "returns inf for t < 300 (tests)")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -147,7 +147,7 @@ def call(server, api: str, kwargs: dict):
     demo, url, client = server
     record(api, kwargs)
     if not json_safe(kwargs):
-        params = runner.generate_params() if api == "generate" else list(runner.COMPARE_PARAMS)
+        params = lab.generate_params() if api == "generate" else list(lab.COMPARE_PARAMS)
         event, data = call_raw(url, api, params, kwargs)
         if event == "complete":
             return "ok", json.loads(data)
@@ -160,9 +160,9 @@ def call(server, api: str, kwargs: dict):
 
 def wait_idle(timeout: float = 5.0) -> None:
     deadline = time.time() + timeout
-    while runner.active_runs() and time.time() < deadline:
+    while lab.active_runs() and time.time() < deadline:
         time.sleep(0.01)
-    assert not runner.active_runs(), f"a run is still holding the model: {runner.active_runs()}"
+    assert not lab.active_runs(), f"a run is still holding the model: {lab.active_runs()}"
 
 
 def gaussian_points(method: str, steps: int, seed: int, count: int, **options) -> np.ndarray:
@@ -191,7 +191,7 @@ def names_a_parameter(message: str, kwargs: dict) -> bool:
 # hostile input, property-based
 
 SAMPLERS = list(samplers.REGISTRY)
-OPTIONS = {runner.param_name(o.name): o for o in runner.request_options()}
+OPTIONS = {lab.param_name(o.name): o for o in lab.request_options()}
 HOSTILE = st.one_of(
     st.none(), st.just(""), st.booleans(), st.integers(-10**12, 10**12),
     st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(["nan", "inf", "-inf", "1e999", "-0", " 3 "]),
@@ -201,7 +201,7 @@ HOSTILE = st.one_of(
 
 
 def option_value(option: samplers.Option):
-    choices = runner.option_choices(option)
+    choices = lab.option_choices(option)
     if choices:
         plausible = st.sampled_from(list(choices))
     elif option.kind is list:
@@ -239,7 +239,7 @@ def generate_inputs(draw):
     for name in ("class_label", "guidance_scale", "guidance_rescale", "rescale_betas_zero_snr"):
         if draw(st.booleans()):
             values[name] = draw(st.one_of(st.integers(-2, 5), st.floats(-1, 25), HOSTILE))
-    return {k: v for k, v in values.items() if k in runner.generate_params()}   # client knows only these
+    return {k: v for k, v in values.items() if k in lab.generate_params()}   # client knows only these
 
 
 @st.composite
@@ -280,12 +280,81 @@ def test_compare_answers_every_input_with_a_result_or_an_error_naming_the_parame
     check_answer(server, "compare", kwargs)
 
 
+# Many cheap inputs: tiny models, at most a few steps, so a thousand of them cost about a minute.
+# (no None or "": those mean the default network, which is not cheap)
+CHEAP_MODELS = st.one_of(st.sampled_from(["gaussian", "mixture-2d", "gaussian", "mixture-2d"]),
+                         st.sampled_from(["../gaussian", "/etc/passwd", "someone/else", "google/ddpm-church-256",
+                                          "gaussian\n", "GAUSSIAN", 3, True, "x" * 300, "🙂"]))
+
+
+@st.composite
+def cheap_setup(draw):
+    values = {"sampler": draw(st.one_of(st.sampled_from(SAMPLERS), HOSTILE)),
+              "steps": draw(st.one_of(st.integers(1, 3), st.integers(1, 3), st.integers(-3, 70), HOSTILE))}
+    values.update(draw(st.lists(OPTION_VALUES, max_size=3)))
+    return values
+
+
+@st.composite
+def cheap_generate_inputs(draw):
+    values = {"model": draw(CHEAP_MODELS), **draw(cheap_setup()),
+              "seed": draw(st.one_of(st.integers(0, 2**63 - 1), HOSTILE)),
+              "num_images": draw(st.one_of(st.integers(1, 3), st.integers(-2, 100), HOSTILE))}
+    for name in ("class_label", "guidance_scale", "guidance_rescale", "rescale_betas_zero_snr"):
+        if draw(st.integers(0, 3)) == 0:
+            values[name] = draw(st.one_of(st.integers(-2, 5), st.floats(-1, 25), HOSTILE))
+    return {k: v for k, v in values.items() if k in lab.generate_params()}
+
+
+@st.composite
+def cheap_compare_inputs(draw):
+    values = {"model": draw(CHEAP_MODELS),
+              "setups": draw(st.one_of(st.lists(cheap_setup(), min_size=1, max_size=3), HOSTILE)),
+              "seed": draw(st.one_of(st.integers(0, 1000), HOSTILE)),
+              "num_images": draw(st.one_of(st.integers(1, 3), HOSTILE))}
+    if draw(st.booleans()):
+        values["reference"] = draw(st.one_of(st.booleans(), HOSTILE))
+    return values
+
+
+def check_answer_raw(server, api: str, kwargs: dict) -> None:
+    """check_answer over plain HTTP (no file downloads: far cheaper per input), the check after a refusal
+    included."""
+    demo, url, _ = server
+    record(api, kwargs)
+    params = lab.generate_params() if api == "generate" else list(lab.COMPARE_PARAMS)
+    event, data = call_raw(url, api, params, kwargs)
+    if event == "complete":
+        assert len(json.loads(data)) == (10 if api == "generate" else 5)
+    else:
+        assert GENERIC_ERROR not in data and data.strip() and names_a_parameter(data, kwargs), (kwargs, event, data)
+        seed = len(TRIED) % 7
+        event, data = call_raw(url, "generate", lab.generate_params(),
+                               dict(model="gaussian", sampler="ddim", steps=4, seed=seed, num_images=16))
+        assert event == "complete", data
+        points = np.array(json.loads(data)[3]["points"])
+        assert np.allclose(points, gaussian_points("ddim", 4, seed, 16), atol=1e-6)
+    wait_idle()
+
+
+@settings(parent=ROBUST, max_examples=720)
+@given(kwargs=cheap_generate_inputs())
+def test_many_cheap_generate_inputs_are_each_answered_by_name(server, kwargs):
+    check_answer_raw(server, "generate", kwargs)
+
+
+@settings(parent=ROBUST, max_examples=300)
+@given(kwargs=cheap_compare_inputs())
+def test_many_cheap_compare_inputs_are_each_answered_by_name(server, kwargs):
+    check_answer_raw(server, "compare", kwargs)
+
+
 HOSTILE_VALUES = [math.nan, -math.inf, 10**400, 2**64 + 1, "1e999", "nan", "", [1, "a"], {"a": 1}, True, "🙂",
                   "x" * 5000]
 
 
 def plausible_values(option: samplers.Option, rng: np.random.Generator):
-    choices = runner.option_choices(option)
+    choices = lab.option_choices(option)
     if choices:
         return choices[rng.integers(len(choices))]
     if option.kind is list:
@@ -297,16 +366,16 @@ def plausible_values(option: samplers.Option, rng: np.random.Generator):
 
 
 def test_every_option_of_every_sampler_with_hostile_values_and_nonsense_combinations_no_server():
-    """runner alone (cheap, so exhaustive): each value either runs or is a ValueError naming the parameter."""
-    limits = runner.Limits.from_env(ENV)
+    """lab alone (cheap, so exhaustive): each value either runs or is a ValueError naming the parameter."""
+    limits = lab.Limits.from_env(ENV)
     rng = np.random.default_rng(8)
     tried = set()
 
     def attempt(values):
         tried.add(json.dumps(values, sort_keys=True, default=repr))
         try:
-            request = runner.parse_generate(values, limits)
-            final = list(runner.generate(request, limits))[-1]
+            request = lab.parse_generate(values, limits)
+            final = list(lab.generate(request, limits))[-1]
         except ValueError as exc:
             assert names_a_parameter(str(exc), values), (values, str(exc))
             return
@@ -314,18 +383,18 @@ def test_every_option_of_every_sampler_with_hostile_values_and_nonsense_combinat
 
     for method in samplers.REGISTRY.values():
         base = {"model": "gaussian", "sampler": method.name, "steps": 3, "num_images": 4}
-        params = [runner.param_name(o) for o in method.options if o not in runner.MODEL_OWNED_OPTIONS]
+        params = [lab.param_name(o) for o in method.options if o not in lab.MODEL_OWNED_OPTIONS]
         for param in params:
             for value in HOSTILE_VALUES:
                 attempt({**base, param: value})
         for _ in range(4):   # every option of the method set at once, in random (often nonsensical) combinations
-            attempt({**base, **{runner.param_name(o): plausible_values(samplers.OPTIONS[o], rng)
-                                for o in method.options if o not in runner.MODEL_OWNED_OPTIONS}})
+            attempt({**base, **{lab.param_name(o): plausible_values(samplers.OPTIONS[o], rng)
+                                for o in method.options if o not in lab.MODEL_OWNED_OPTIONS}})
     for param in ("steps", "seed", "num_images", "class_label", "guidance_scale", "guidance_rescale",
                   "rescale_betas_zero_snr", "model", "sampler"):
         for value in HOSTILE_VALUES:
             attempt({"model": "gaussian", "sampler": "ddim", "steps": 3, param: value})
-    print(f"\n[robustness] runner alone: {len(tried)} distinct inputs")
+    print(f"\n[robustness] lab alone: {len(tried)} distinct inputs")
     assert len(tried) > 500
 
 
@@ -365,7 +434,7 @@ def test_twenty_runs_stopped_mid_stream_stop_within_a_step_and_free_the_model(cl
         deadline = time.time() + 30
         while len(statuses(job.outputs())) < 2 + i % 2 and time.time() < deadline:
             time.sleep(0.005)
-        run = [r for r in runner.RUNS if r.kind == "generate" and r.total_nfe == 60][-1]
+        run = [r for r in lab.RUNS if r.kind == "generate" and r.total_nfe == 60][-1]
         job.cancel()
         at_cancel = run.nfe
         deadline = time.time() + 5
@@ -410,14 +479,14 @@ def test_a_slow_consumer_holds_the_sampler_back_so_a_stop_still_lands_mid_run():
             closed.set()
             raise
 
-    stream = runner.in_background(fast_sampler, lead=4)
+    stream = lab.in_background(fast_sampler, lead=4)
     assert [next(stream), next(stream)] == [0, 1]
     time.sleep(0.3)                               # a slow consumer: the sampler waits, not races ahead
     assert len(produced) <= 2 + 4 + 1, produced
     stream.close()
     assert closed.wait(2.0)
     assert len(produced) <= 2 + 4 + 1
-    assert list(runner.in_background(lambda: iter(range(50)), lead=2)) == list(range(50))   # every item, in order
+    assert list(lab.in_background(lambda: iter(range(50)), lead=2)) == list(range(50))   # every item, in order
 
 
 def test_a_cancel_stops_the_run_even_when_gradio_cannot_close_the_generator(client, monkeypatch):
@@ -435,7 +504,7 @@ def test_a_cancel_stops_the_run_even_when_gradio_cannot_close_the_generator(clie
         deadline = time.time() + 30
         while len(statuses(job.outputs())) < 2 and time.time() < deadline:
             time.sleep(0.005)
-        run = [r for r in runner.RUNS if r.kind == "generate" and r.total_nfe == 60][-1]
+        run = [r for r in lab.RUNS if r.kind == "generate" and r.total_nfe == 60][-1]
         job.cancel()              # returns once the server has taken the cancel
         at_cancel = run.nfe
         deadline = time.time() + 5
@@ -458,7 +527,7 @@ def test_the_stop_button_cancels_the_run_it_belongs_to(server):
     deadline = time.time() + 30
     while len(job.outputs()) < 3 and time.time() < deadline:
         time.sleep(0.005)
-    run = [r for r in runner.RUNS if r.kind == "compare"][-1]
+    run = [r for r in lab.RUNS if r.kind == "compare"][-1]
     job.cancel()
     deadline = time.time() + 5
     while run.status == "running" and time.time() < deadline:
@@ -491,7 +560,7 @@ def test_a_model_returning_nan_is_an_error_naming_the_step_and_sampler(client, m
     message = str(err.value)
     assert f"at evaluation {k} of sampler '{method}'" in message and "NaN or inf" in message, message
     wait_idle()
-    assert [r for r in runner.RUNS if r.kind == "generate"][-1].status == "failed"
+    assert [r for r in lab.RUNS if r.kind == "generate"][-1].status == "failed"
     with pytest.raises(AppError, match=r"NaN or inf at evaluation \d+ of sampler 'ddim'"):
         client.predict(model=model, setups=[{"sampler": "ddim", "steps": 10}, {"sampler": method, "steps": 10}],
                        api_name="/compare")
@@ -539,9 +608,9 @@ def hub(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loading, "_hub_model_info", model_info)
     monkeypatch.setattr(loading, "_hub_download", download)
-    runner.cache_clear()
+    lab.cache_clear()
     yield repos, downloads
-    runner.cache_clear()
+    lab.cache_clear()
 
 
 def refused_by_app(client, model: str) -> str:
@@ -657,23 +726,24 @@ def test_corrupt_or_truncated_safetensors_is_refused_with_its_name(client, hub, 
 
 
 def test_the_model_cache_keeps_at_most_model_cache_size_models(client, monkeypatch):
+    # one cache: the app loads through models.get, so models.cache_info() is everything loaded
     monkeypatch.setenv("MODEL_CACHE_SIZE", "1")
-    runner.cache_clear()
-    client.predict(model="tiny-unet", steps=2, api_name="/generate")
-    net, _ = runner.load_model("tiny-unet")
+    lab.cache_clear()
+    client.predict(model="gaussian", steps=2, num_images=2, api_name="/generate")
+    net, _ = lab.load_model("gaussian")
     evicted = weakref.ref(net)
     del net
-    for name in ("gaussian", "mixture-2d"):
+    for name in ("mixture-2d", "default"):
         record("generate", {"model": name, "MODEL_CACHE_SIZE": 1})
-        client.predict(model=name, steps=2, num_images=4, api_name="/generate")
-        assert [key[0] for key in runner._model_cache] == [name]
+        client.predict(model=name, steps=2, num_images=1, api_name="/generate")
+        assert models.cache_info() == [name]
     gc.collect()
     assert evicted() is None, "a model dropped from the cache is still held in memory"
     monkeypatch.setenv("MODEL_CACHE_SIZE", "3")
-    for name in ("tiny-unet", "gaussian", "mixture-2d", "gaussian"):
-        client.predict(model=name, steps=2, num_images=2, api_name="/generate")
-    assert [key[0] for key in runner._model_cache] == ["tiny-unet", "mixture-2d", "gaussian"]
-    runner.cache_clear()
+    for name in ("gaussian", "default", "mixture-2d", "gaussian"):
+        client.predict(model=name, steps=2, num_images=1, api_name="/generate")
+    assert models.cache_info() == ["default", "mixture-2d", "gaussian"]
+    lab.cache_clear()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -684,11 +754,16 @@ def test_limits_from_the_environment_are_shown_on_the_page_and_enforced(server):
     from gradio_client.exceptions import AppError
 
     demo, url, client = server
-    assert demo.limits == runner.Limits.from_env(ENV)
+    assert demo.limits == lab.Limits.from_env(ENV)
     components = demo.config["components"]
     sliders = {c["props"].get("label"): c["props"] for c in components if c["type"] == "slider"}
-    assert sliders["steps"]["maximum"] == 60 and sliders["num_images"]["maximum"] == 3
+    numbers = {c["props"].get("elem_id") or c["props"].get("label"): c["props"] for c in components
+               if c["type"] == "number"}
+    assert numbers["generate-steps"]["info"] == "1 to 60" and numbers["generate-num-images"]["info"] == "1 to 3"
     assert sliders["set-ups"]["maximum"] == 3
+    # no number box clamps what is typed (lab refuses an out-of-range value by name instead)
+    assert all(c["props"].get("minimum") is None and c["props"].get("maximum") is None
+               for c in components if c["type"] == "number")
     text = " ".join(str(c["props"].get("value")) for c in components if c["type"] == "markdown")
     for shown in ("steps ≤ 60", "NFE ≤ 100", "images ≤ 3", "set-ups ≤ 3", "resolution ≤ 32 px", "queue ≤ 8"):
         assert shown in text, shown
@@ -705,8 +780,8 @@ def test_limits_from_the_environment_are_shown_on_the_page_and_enforced(server):
             client.predict(api_name="/generate", **args)
     with pytest.raises(AppError, match=r"setups has 4 entries.*MAX_COMPARE"):
         client.predict(model="gaussian", setups=[{"sampler": "ddim", "steps": 2}] * 4, api_name="/compare")
-    assert "hub" not in runner.Limits.from_env({}).describe()        # safe 2-vCPU defaults exist
-    assert runner.Limits.from_env({}).concurrency == (2 if torch.cuda.is_available() else 1)
+    assert "hub" not in lab.Limits.from_env({}).describe()        # safe 2-vCPU defaults exist
+    assert lab.Limits.from_env({}).concurrency == (2 if torch.cuda.is_available() else 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -733,7 +808,7 @@ def test_distinct_inputs_were_tried():
     if len(TRIED) < 50:
         pytest.skip("counts the inputs of the whole module; run it with the rest of the module")
     print(f"\n[robustness] distinct inputs tried so far: {len(TRIED)}")
-    assert len(TRIED) >= 100
+    assert len(TRIED) >= 1000
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,16 +7,16 @@ import time
 import pytest
 import torch
 
-import runner
+import lab
 import samplers
-from samplers import analysis
+from lab import analysis
 from tests.app_helpers import register_test_models, serve
 from views import errors as view
 
 register_test_models()
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-LIMITS = runner.Limits(max_steps=200, max_images=8, max_points=2000, max_compare=6, concurrency=4, preview_fps=10,
+LIMITS = lab.Limits(max_steps=200, max_images=8, max_points=2000, max_compare=6, concurrency=4, preview_fps=10,
                        reference_steps=60)
 NFE = [4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50]
 EMPTY = dict(sampler_1="", sampler_2="", sampler_3="", sampler_4="")   # the UI's default slots are not empty
@@ -57,8 +57,8 @@ def test_gaussian_errors_are_the_exact_ones_and_show_each_methods_order(client):
     assert legend == set(plot["color_map"]) == {f"1: ddim (order {orders[1]:.1f})", f"2: unipc (order {orders[2]:.1f})"}
     assert f"1: ddim (logsnr) · fitted order {orders[1]:.2f}" in status
 
-    # the same numbers as samplers.analysis with the exact flow, from the app's samplers and noise
-    net, info = runner.load_model("gaussian")
+    # the same numbers as lab.analysis with the exact flow, from the app's samplers and noise
+    net, info = lab.load_model("gaussian")
     noise = torch.randn((count, 2), generator=torch.Generator().manual_seed(seed), dtype=torch.float32).double()
     for setup, method, options in ((1, "ddim", {"spacing": "logsnr"}), (2, "unipc", {"spacing": "logsnr",
                                                                                       "order": 3})):
@@ -84,8 +84,7 @@ def test_the_curve_streams_one_run_at_a_time(client):
 
 
 def test_networks_use_the_cached_compare_reference_both_ways(client):
-    with runner._reference_lock:
-        runner._reference_cache.clear()
+    lab.reference.cache_clear()
     setup = dict(sampler_1="dpm-solver++", order_1=2, spacing_1="trailing")
     updates, _ = run_errors(client, model="tiny-unet", seed=11, num_images=1, nfe="4, 8, 16, 32", **setup)
     _, status, rows = updates[-1]
@@ -93,16 +92,16 @@ def test_networks_use_the_cached_compare_reference_both_ways(client):
     errors = [r["error"] for r in rows]
     print(f"\ntiny-unet, dpm-solver++ order 2 against the /compare reference: {errors}")
     assert [r["nfe"] for r in rows] == [4, 8, 16, 32] and all(a > b for a, b in zip(errors, errors[1:]))
-    keys = list(runner._reference_cache)
-    assert len(keys) == 1 and keys[0][0] == "tiny-unet" and keys[0][2:4] == (11, 1)
+    keys = list(lab.reference.cached())
+    assert len(keys) == 1 and keys[0].model == "tiny-unet" and (keys[0].seed, keys[0].count) == (11, 1)
 
     # /compare finds that reference (no solve) and measures the same run the same way (RMS vs relative norm)
     job = client.submit(model="tiny-unet", seed=11, num_images=1, reference=True, api_name="/compare",
                         setups=[{"sampler": "dpm-solver++", "steps": 16, "order": 2, "spacing": "trailing"}])
     info = job.result()[4]
     assert not any("reference solve" in str(out[1]) for out in job.outputs())
-    assert list(runner._reference_cache) == keys
-    ref = runner._reference_cache[keys[0]].double()
+    assert list(lab.reference.cached()) == keys
+    ref = lab.reference.cached()[keys[0]].double()
     relative = info["results"][0]["distance"] * math.sqrt(ref.numel()) / float(ref.norm())
     assert relative == pytest.approx(rows[2]["error"], rel=1e-3)
 
@@ -110,7 +109,7 @@ def test_networks_use_the_cached_compare_reference_both_ways(client):
     client.predict(model="tiny-unet", seed=12, num_images=1, reference=True, api_name="/compare",
                    setups=[{"sampler": "ddim", "steps": 4}])
     updates, _ = run_errors(client, model="tiny-unet", seed=12, num_images=1, nfe="4, 8", **setup)
-    assert not any("reference solve" in u[1] for u in updates) and len(runner._reference_cache) == 2
+    assert not any("reference solve" in u[1] for u in updates) and len(lab.reference.cached()) == 2
 
 
 def test_stop_ends_the_run(client):
@@ -120,12 +119,12 @@ def test_stop_ends_the_run(client):
     while not job.outputs() and time.time() < deadline:
         time.sleep(0.02)
     job.cancel()
-    record = [r for r in runner.RUNS if r.kind == "errors"][-1]
+    record = [r for r in lab.RUNS if r.kind == "errors"][-1]
     deadline = time.time() + 10   # a Stop lands when the worker next hands over: within one run (<= 50 x 30 ms)
     while record.status == "running" and time.time() < deadline:
         time.sleep(0.05)
     assert record.status == "stopped" and record.nfe < record.total_nfe
-    assert not [r for r in runner.active_runs() if r.kind == "errors"]
+    assert not [r for r in lab.active_runs() if r.kind == "errors"]
 
 
 @pytest.mark.parametrize("values, message", [

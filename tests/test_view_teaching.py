@@ -8,14 +8,14 @@ import pytest
 import torch
 
 import models
-import runner
+import lab
 from tests.app_helpers import read_png, register_test_models, serve
 from views import teaching
 
 register_test_models()
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-LIMITS = runner.Limits(max_steps=200, max_images=8, max_points=2000, max_compare=6, concurrency=4, preview_fps=10,
+LIMITS = lab.Limits(max_steps=200, max_images=8, max_points=2000, max_compare=6, concurrency=4, preview_fps=10,
                        reference_steps=60)
 EMPTY = dict(sampler_1="", sampler_2="", sampler_3="")
 

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 import models
-import runner
+import lab
 from tests.app_helpers import read_png, serve
 from views import training_set as view
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-LIMITS = runner.Limits(max_steps=200, max_images=8, max_points=2000, max_compare=6, concurrency=4, preview_fps=10,
+LIMITS = lab.Limits(max_steps=200, max_images=8, max_points=2000, max_compare=6, concurrency=4, preview_fps=10,
                        reference_steps=60)
 BASE = dict(model="default", sampler="ddim", steps=10, seed=5, num_images=3, class_label="Flags", guidance_scale=3.0)
 
@@ -28,7 +28,7 @@ def final(values: dict):
 def solo(model: str, values: dict) -> torch.Tensor:
     """The run Generate makes for this model and these settings."""
     _, setup, seed, count, cond = view.check(values, LIMITS)
-    *_, last = runner.generate(runner.GenerateRequest(model, setup, seed, count, cond), LIMITS)
+    *_, last = lab.generate(lab.GenerateRequest(model, setup, seed, count, cond), LIMITS)
     return last.sample.double().cpu()
 
 

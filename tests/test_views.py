@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-import runner
+import lab
 from tests.app_helpers import register_test_models, serve
 
 register_test_models()
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-LIMITS = runner.Limits(max_steps=200, max_images=8, max_points=2000, max_compare=6, concurrency=4, preview_fps=10,
+LIMITS = lab.Limits(max_steps=200, max_images=8, max_points=2000, max_compare=6, concurrency=4, preview_fps=10,
                        reference_steps=60)
 
 

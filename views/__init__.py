@@ -3,7 +3,7 @@
 Each module has the same three parts:
 - ``PARAMS``: the named inputs of its API endpoint (also the tab's controls, in order);
 - ``rows(values, limits)`` (or a generator of them): checks the inputs and computes the data
-  behind the plot with ``samplers.analysis`` -- plain rows, no Gradio;
+  behind the plot with ``lab.analysis`` -- plain rows, no Gradio;
 - ``tab(ctx)``: draws the tab and wires its button to a named endpoint.
 
 ``schedule``  where every model evaluation lands on the noise axis

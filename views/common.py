@@ -8,13 +8,15 @@ except ImportError:
     spaces = None
 
 import inspect
+import logging
 
 import gradio as gr
 
-import runner
+import lab
 import samplers
 
 SLOT_FIELDS = ("sampler", "steps", "spacing")
+log = logging.getLogger("lab")
 
 
 def gpu(duration_of):
@@ -31,9 +33,22 @@ def named(fn, names):
     return fn
 
 
-def errors_as_gradio(exc: Exception):
-    # ValueError / FileNotFoundError carry "what is wrong and what is allowed" already
-    return gr.Error(str(exc), title="Invalid request" if isinstance(exc, ValueError) else "Not found")
+def errors_as_gradio(exc: Exception, endpoint: str = ""):
+    """A refusal (ValueError / FileNotFoundError: they carry what is wrong and what is allowed) as the
+    error the page shows and the API returns, logged as one line: a refusal is no fault of the server,
+    so no traceback (faults, any other exception, keep theirs)."""
+    text = str(exc)
+    log.warning("refused%s: %s", f" /{endpoint}" if endpoint else "", " ".join(text.split()))
+    return gr.Error(text, title="Invalid request" if isinstance(exc, ValueError) else "Not found",
+                    print_exception=False)
+
+
+def session_key(kind: str):
+    """(session, kind) of the request being handled, or None outside a queued request."""
+    from gradio.context import LocalContext
+
+    session = getattr(LocalContext.request.get(None), "session_hash", None)
+    return None if session is None else (session, kind)
 
 
 def cancel_watch():
@@ -76,31 +91,31 @@ def slot_params(count: int, fields=SLOT_FIELDS) -> list[str]:
     return [f"{field}_{i + 1}" for i in range(count) for field in fields]
 
 
-def setup_slots(defaults, limits: runner.Limits) -> list:
+def setup_slots(defaults, limits: lab.Limits) -> list:
     """One row of (sampler, steps, spacing) controls per default; "(none)" leaves a slot out."""
     controls = []
     for i, (name, steps, spacing) in enumerate(defaults):
         with gr.Row():
             controls.append(gr.Dropdown(choices=[("(none)", "")] + sampler_choices(), value=name,
                                         label=f"{i + 1}: sampler", scale=3))
-            controls.append(gr.Number(value=steps, precision=0, minimum=1, maximum=limits.max_steps, label="steps",
+            controls.append(gr.Number(value=steps, precision=0, label="steps",
                                       scale=1))
             controls.append(gr.Dropdown(choices=[("sampler default", "")]
-                                        + list(runner.option_choices(samplers.OPTIONS["spacing"])),
+                                        + list(lab.option_choices(samplers.OPTIONS["spacing"])),
                                         value=spacing or "", label="spacing", scale=2))
     return controls
 
 
-def conditioning(values: dict) -> runner.Conditioning:
+def conditioning(values: dict) -> lab.Conditioning:
     zero_snr = values.get("rescale_betas_zero_snr")
-    return runner.Conditioning(rescale_betas_zero_snr=runner.check_bool("rescale_betas_zero_snr", zero_snr)
+    return lab.Conditioning(rescale_betas_zero_snr=lab.check_bool("rescale_betas_zero_snr", zero_snr)
                                if zero_snr not in (None, "") else False)
 
 
-def slot_setups(values: dict, count: int, limits: runner.Limits, fields=SLOT_FIELDS,
-                fixed: dict | None = None) -> list[tuple[int, runner.SetupSpec]]:
+def slot_setups(values: dict, count: int, limits: lab.Limits, fields=SLOT_FIELDS,
+                with_steps: bool = True) -> list[tuple[int, lab.SetupSpec]]:
     """The filled slots as (slot number, checked SetupSpec); at least one must be filled.
-    ``fixed``: values every slot gets that are not among its ``fields`` (e.g. a placeholder steps)."""
+    ``with_steps=False``: slots without steps (the caller picks the step counts)."""
     setups = []
     for i in range(count):
         given = {f: values.get(f"{f}_{i + 1}") for f in fields}
@@ -108,14 +123,14 @@ def slot_setups(values: dict, count: int, limits: runner.Limits, fields=SLOT_FIE
             continue
         # "" is the dropdowns' "sampler default"; a str option would otherwise refuse it as a value
         given = {k: v for k, v in given.items() if v not in (None, "")}
-        setups.append((i + 1, runner.check_setup(dict(fixed or {}, **given), limits, where=f"set-up {i + 1}: ")))
+        setups.append((i + 1, lab.check_setup(given, limits, where=f"set-up {i + 1}: ", with_steps=with_steps)))
     if not setups:
         raise ValueError(f"sampler_1..sampler_{count} are all empty; allowed: at least one sampler name, e.g. 'ddim'")
     return setups
 
 
-def slot_samplers(values: dict, count: int, info: runner.ModelInfo, limits: runner.Limits):
+def slot_samplers(values: dict, count: int, info: lab.ModelInfo, limits: lab.Limits):
     """The filled slots as (label, samplers.Sampler) on the model's noise schedule."""
     cond = conditioning(values)
-    return [(f"{i}: {spec.label()}", runner.build_sampler(info, spec, cond, limits, where=f"set-up {i}: "))
+    return [(f"{i}: {spec.label()}", lab.build_sampler(info, spec, cond, limits, where=f"set-up {i}: "))
             for i, spec in slot_setups(values, count, limits)]

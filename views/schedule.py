@@ -1,12 +1,12 @@
-"""Schedule: where each set-up evaluates the model on the noise axis (samplers.analysis.schedule_table)."""
+"""Schedule: where each set-up evaluates the model on the noise axis (lab.analysis.schedule_table)."""
 from __future__ import annotations
 
 import math
 
 import gradio as gr
 
-import runner
-import samplers.analysis
+import lab
+
 from views.common import errors_as_gradio, named, setup_slots, slot_params, slot_samplers
 
 SLOTS = 4
@@ -16,10 +16,10 @@ Y_AXES = ("log10 sigma", "lambda")   # lambda = -log sigma: half the log-SNR, th
 PARAMS = ["model", "rescale_betas_zero_snr"] + slot_params(SLOTS) + ["y_axis"]
 
 
-def rows(values: dict, limits: runner.Limits) -> list[dict]:
+def rows(values: dict, limits: lab.Limits) -> list[dict]:
     """The evaluation points of every filled set-up slot on the chosen model's noise schedule."""
-    info = runner.load_model(runner.check_model(values.get("model")), limits)[1]
-    return samplers.analysis.schedule_table(slot_samplers(values, SLOTS, info, limits))
+    info = lab.load_model(lab.check_model(values.get("model")), limits)[1]
+    return lab.analysis.schedule_table(slot_samplers(values, SLOTS, info, limits))
 
 
 def tab(ctx):
@@ -44,10 +44,10 @@ def tab(ctx):
         try:
             axis = given.get("y_axis") or Y_AXES[0]
             if axis not in Y_AXES:
-                raise ValueError(f"y_axis={runner.short(axis)} is not allowed; allowed: {', '.join(Y_AXES)}")
+                raise ValueError(f"y_axis={lab.short(axis)} is not allowed; allowed: {', '.join(Y_AXES)}")
             found = rows(given, limits)
         except (ValueError, FileNotFoundError) as exc:
-            raise errors_as_gradio(exc) from None
+            raise errors_as_gradio(exc, "schedule") from None
         frame = pd.DataFrame([[r[c] for c in COLUMNS] for r in found], columns=list(COLUMNS))
         # sigma 0 (the end) and inf (zero terminal SNR) have no finite logarithm: left out of the plot only
         shown = frame[frame["sigma"].map(lambda s: s is not None and 0 < s < float("inf"))].copy()

@@ -1,4 +1,4 @@
-"""2-D: trajectories of up to 3 set-ups over the density, against an accurate reference (samplers.analysis, 2.).
+"""2-D: trajectories of up to 3 set-ups over the density, against an accurate reference (lab.analysis, 2.).
 
 Every set-up starts from the same noise; the reference is a tight adaptive solve of the probability-flow ODE
 from each set-up's own first sample through its own noise levels, so sampler and reference rows line up.
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-import runner
-from samplers import analysis
+import lab
+from lab import analysis
 from views.common import errors_as_gradio, named, setup_slots, slot_params, slot_samplers
 
 SLOTS = 3
@@ -29,7 +29,7 @@ TOLERANCE = 1e-6             # the reference's relative error: far below any sam
 FRESH, FRESH_SEED = 2000, 20240  # fixed, so every run is measured against the same draw of the data
 LEVELS = 6                   # noise levels of the background, log-spaced over the run, plus the clean data
 GRID, TABLE_STRIDE = 96, 3   # density grid of the picture; every 3rd point of it goes into the API table
-EXTENT = runner.SCATTER_EXTENT
+EXTENT = lab.SCATTER_EXTENT
 
 TRAJECTORY_COLUMNS = ("label", "kind", "point", "index", "x", "y", "sigma")
 DISTANCE_COLUMNS = ("label", "nfe", "mean_to_reference", "max_to_reference", "energy_to_data",
@@ -55,14 +55,14 @@ def _hex(colour) -> str:
 # Data
 
 
-def load_2d_model(value, limits: runner.Limits):
+def load_2d_model(value, limits: lab.Limits):
     """(model, ModelInfo) of a 2-D model; image and hub models are refused before anything is loaded."""
     name = TWO_D_MODELS[0] if value in (None, "") else value
-    refused = ValueError(f"model={runner.short(value)} is not a 2-D model; allowed: {', '.join(TWO_D_MODELS)} "
+    refused = ValueError(f"model={lab.short(value)} is not a 2-D model; allowed: {', '.join(TWO_D_MODELS)} "
                          f"(this tab draws points in the plane)")
-    if not isinstance(name, str) or (name not in TWO_D_MODELS and name not in runner.EXTRA_MODELS):
+    if not isinstance(name, str) or (name not in TWO_D_MODELS and name not in lab.EXTRA_MODELS):
         raise refused
-    net, info = runner.load_model(runner.check_model(name), limits)
+    net, info = lab.load_model(lab.check_model(name), limits)
     if info.kind != "points":
         raise refused
     return net, info
@@ -76,13 +76,13 @@ def _density_levels(setups, schedule) -> list[float]:
     return [float(k) for k in np.geomspace(top, low, LEVELS)] + [0.0]
 
 
-def rows(values: dict, limits: runner.Limits) -> dict:
+def rows(values: dict, limits: lab.Limits) -> dict:
     """Trajectories, reference, distances and background densities of every filled set-up slot."""
     net, info = load_2d_model(values.get("model"), limits)
     setups = slot_samplers(values, SLOTS, info, limits)
-    points = runner.check_int("points", DEFAULT_POINTS if values.get("points") in (None, "") else values["points"],
+    points = lab.check_int("points", DEFAULT_POINTS if values.get("points") in (None, "") else values["points"],
                               1, min(MAX_TRAJECTORIES, limits.max_points))
-    seed = runner.check_int("seed", 0 if values.get("seed") in (None, "") else values["seed"], 0, runner.MAX_SEED)
+    seed = lab.check_int("seed", 0 if values.get("seed") in (None, "") else values["seed"], 0, lab.MAX_SEED)
     for label, sampler in setups:
         if points * (sampler.nfe + 1) > MAX_ROWS:
             raise ValueError(f"points={points} with set-up {label} makes {points * (sampler.nfe + 1)} trajectory "
@@ -90,7 +90,7 @@ def rows(values: dict, limits: runner.Limits) -> dict:
     fresh = net.sample(FRESH, torch.Generator().manual_seed(FRESH_SEED))
     runs, trajectory, distances, ends = [], [], [], []
     for label, sampler in setups:
-        starts, generator = runner.make_noise(seed, points, (2,))   # the same noise (and noise stream) for all
+        starts, generator = lab.make_noise(seed, points, (2,))   # the same noise (and noise stream) for all
         paths, sigmas = analysis.trajectories(sampler, net, starts, generator, with_sigmas=True)
         reference = analysis.reference_trajectory(net, paths[0], sigmas, tolerance=TOLERANCE)
         runs.append(dict(label=label, nfe=int(sampler.nfe), paths=paths, reference=reference, sigmas=sigmas))
@@ -175,7 +175,7 @@ def render(data: dict, step: int | None = None) -> np.ndarray:
 
     img = Image.new("RGB", (SIZE, SIZE + LINE * (len(runs) + 2) + 8), "white")
     img.paste(plot, (0, 0))
-    draw, font, top = ImageDraw.Draw(img), runner.font(13), SIZE + 6
+    draw, font, top = ImageDraw.Draw(img), lab.font(13), SIZE + 6
     where = "the clean data" if level == len(density["sigma"]) - 1 else f"sigma ~ {density['sigma'][level]:.3g}"
     draw.text((8, top), f"step {step}/{len(timeline) - 1}: sigma = {sigma:.3g}; background: log density at {where}",
               fill=(40, 40, 40), font=font)
@@ -201,9 +201,9 @@ def tab(ctx):
                 elem_classes="hint")
     with gr.Row():
         model = gr.Dropdown(choices=list(TWO_D_MODELS), value=TWO_D_MODELS[0], label="model (2-D)", scale=2)
-        points = gr.Number(value=DEFAULT_POINTS, precision=0, minimum=1,
-                           maximum=min(MAX_TRAJECTORIES, limits.max_points), label="points", scale=1)
-        seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=1)
+        points = gr.Number(value=DEFAULT_POINTS, precision=0, label="points", scale=1,
+                           info=f"1 to {min(MAX_TRAJECTORIES, limits.max_points)}")
+        seed = gr.Number(value=0, precision=0, label="seed", scale=1)
     slots = setup_slots(DEFAULTS[:SLOTS], limits)
     run = gr.Button("Run", variant="primary", elem_id="teaching-button")
     with gr.Row():
@@ -227,7 +227,7 @@ def tab(ctx):
         try:
             data = rows(dict(zip(PARAMS, values)), limits)
         except (ValueError, FileNotFoundError) as exc:
-            raise errors_as_gradio(exc) from None
+            raise errors_as_gradio(exc, "teaching") from None
 
         def table(found, columns):
             return pd.DataFrame([[r[c] for c in columns] for r in found], columns=list(columns))

@@ -15,7 +15,7 @@ import gradio as gr
 import numpy as np
 import torch
 
-import runner
+import lab
 from views.common import cancel_watch, errors_as_gradio, gpu, named, sampler_choices
 
 TWINS = {"default": "ideal-emoji"}   # network -> the analytic model over its training images
@@ -25,23 +25,23 @@ COLUMNS = ("image", "network_to_nearest", "nearest", "nearest_class", "twin_to_n
 SIDE = 96   # each picture of the comparison, nearest-upscaled from 32 px
 
 
-def check(values: dict, limits: runner.Limits):
+def check(values: dict, limits: lab.Limits):
     """(network, setup, seed, count, conditioning), every input checked before any model work."""
-    runner.check_known_params(values, PARAMS)
+    lab.check_known_params(values, PARAMS)
     network = values.get("model") or "default"
     if not isinstance(network, str) or network not in TWINS:   # a dict or list is not hashable
-        raise ValueError(f"model={runner.short(network)} has no training-set twin here; allowed: "
+        raise ValueError(f"model={lab.short(network)} has no training-set twin here; allowed: "
                          f"{', '.join(TWINS)} (the networks whose training images ship with the app)")
-    setup = runner.check_setup({k: values.get(k) for k in ("sampler", "steps")}, limits)
-    seed = runner.check_seed(values.get("seed"))
-    count = runner.check_int("num_images", 1 if values.get("num_images") in (None, "") else values["num_images"],
+    setup = lab.check_setup({k: values.get(k) for k in ("sampler", "steps")}, limits)
+    seed = lab.check_seed(values.get("seed"))
+    count = lab.check_int("num_images", 1 if values.get("num_images") in (None, "") else values["num_images"],
                              1, limits.max_images, hint=" on this machine; MAX_IMAGES")
-    cond = runner.check_conditioning({k: values.get(k) for k in ("class_label", "guidance_scale")})
+    cond = lab.check_conditioning({k: values.get(k) for k in ("class_label", "guidance_scale")})
     return network, setup, seed, count, cond
 
 
-def _network_available(network: str, limits: runner.Limits) -> None:
-    info = runner.load_model(network, limits)[1]
+def _network_available(network: str, limits: lab.Limits) -> None:
+    info = lab.load_model(network, limits)[1]
     if info.loaded != network:
         raise FileNotFoundError(f"the {network} network is not available on this machine ({info.notice}); "
                                 f"train it with scripts/train_default_model.py")
@@ -52,7 +52,7 @@ def _rms_255(distance: torch.Tensor, dim: int) -> list[float]:
     return [round(float(d) / math.sqrt(dim) * 127.5, 2) for d in distance]
 
 
-def rows(values: dict, limits: runner.Limits) -> Iterator[tuple[str, np.ndarray | None, dict | None]]:
+def rows(values: dict, limits: lab.Limits) -> Iterator[tuple[str, np.ndarray | None, dict | None]]:
     """(status, picture or None, result or None): the network's run, the twin's run, then the comparison.
 
     The result holds ``rows`` (one per image, as ``COLUMNS``) and ``picture`` (network | twin |
@@ -64,13 +64,13 @@ def rows(values: dict, limits: runner.Limits) -> Iterator[tuple[str, np.ndarray 
     start = time.perf_counter()
     for who, model in (("network", network), ("training set", TWINS[network])):
         # the same seed: the same starting noise (and the same later draws for a stochastic sampler);
-        # the twin's classes are exact, so guidance does nothing there (runner.resolve_conditioning)
-        request = runner.GenerateRequest(model, setup, seed, count, cond)
-        for progress in runner.generate(request, limits):
+        # the twin's classes are exact, so guidance does nothing there (lab.resolve_conditioning)
+        request = lab.GenerateRequest(model, setup, seed, count, cond)
+        for progress in lab.generate(request, limits):
             if progress.done:
                 finals[who] = progress.sample
             yield f"{who}: {progress.status()}", progress.preview, None
-    twin = runner.load_model(TWINS[network], limits)[0]
+    twin = lab.load_model(TWINS[network], limits)[0]
     net_index, net_dist = twin.nearest(finals["network"])
     twin_index, twin_dist = twin.nearest(finals["training set"])
     between = (finals["network"].double().cpu() - finals["training set"].double().cpu()).flatten(1).norm(dim=1)
@@ -88,8 +88,8 @@ def rows(values: dict, limits: runner.Limits) -> Iterator[tuple[str, np.ndarray 
         found.append(dict(image=i, network_to_nearest=d, nearest=names[n], nearest_class=category(n),
                           twin_to_nearest=td, twin_nearest=names[tn], network_to_twin=b))
     nearest_images = twin.images[net_index].reshape(-1, *twin.event_shape)
-    picture = comparison(runner.to_uint8(finals["network"]), runner.to_uint8(finals["training set"]),
-                         runner.to_uint8(nearest_images), found)
+    picture = comparison(lab.to_uint8(finals["network"]), lab.to_uint8(finals["training set"]),
+                         lab.to_uint8(nearest_images), found)
     status = (f"done in {time.perf_counter() - start:.2f} s · distances: root-mean-square pixel difference "
               f"(0-255) · the network's nearest training image is {_summary(found)}")
     yield status, picture, dict(rows=found, picture=picture)
@@ -104,18 +104,18 @@ def _summary(found: list[dict]) -> str:
 
 def comparison(network: np.ndarray, twin: np.ndarray, nearest: np.ndarray, found: list[dict]) -> np.ndarray:
     """One line per image: network | training-set twin | the training image nearest the network's."""
-    lines = [runner.labelled_strip([
+    lines = [lab.labelled_strip([
         (network[i], f"network #{i}", f"{r['network_to_nearest']:.1f} to nearest"),
         (twin[i], "ideal twin", f"{r['twin_to_nearest']:.1f} to nearest"),
         (nearest[i], "nearest training", r["nearest"][:15]),
     ], side=SIDE, font_size=12) for i, r in enumerate(found)]   # 12 px: the spaces between words show
-    return runner.stack(lines)
+    return lab.stack(lines)
 
 
-def gpu_seconds(values: dict, limits: runner.Limits) -> int:
+def gpu_seconds(values: dict, limits: lab.Limits) -> int:
     steps = values.get("steps") if isinstance(values.get("steps"), (int, float)) else 20
     count = values.get("num_images") if isinstance(values.get("num_images"), (int, float)) else 1
-    return runner.gpu_seconds(int(min(steps, limits.max_steps)) * 4, int(min(count, limits.max_images)))
+    return lab.gpu_seconds(int(min(steps, limits.max_steps)) * 4, int(min(count, limits.max_images)))
 
 
 def tab(ctx):
@@ -128,9 +128,9 @@ def tab(ctx):
                 "them. Distances: root-mean-square pixel difference (0-255).", elem_classes="hint")
     with gr.Row():
         sampler = gr.Dropdown(choices=sampler_choices(), value="ddim", label="sampler", scale=3)
-        steps = gr.Number(value=20, precision=0, minimum=1, maximum=limits.max_steps, label="steps", scale=1)
-        seed = gr.Number(value=0, precision=0, minimum=0, label="seed", scale=1)
-        num_images = gr.Number(value=4, precision=0, minimum=1, maximum=limits.max_images, label="num_images",
+        steps = gr.Number(value=20, precision=0, label="steps", scale=1)
+        seed = gr.Number(value=0, precision=0, label="seed", scale=1)
+        num_images = gr.Number(value=4, precision=0, label="num_images",
                                scale=1)
     with gr.Row():
         run = gr.Button("Run", variant="primary", elem_id="training-set-button")
@@ -145,15 +145,16 @@ def tab(ctx):
         import pandas as pd   # comes with gradio
 
         try:
-            for note, shown, result in runner.in_background(lambda: rows(dict(zip(PARAMS, values)), limits),
+            for note, shown, result in lab.in_background(lambda: rows(dict(zip(PARAMS, values)), limits),
                                                             cancelled=cancel_watch()):
                 if result is None:
                     yield note, (gr.skip() if shown is None else shown), gr.skip()
                 else:
-                    frame = pd.DataFrame([[r[c] for c in COLUMNS] for r in result["rows"]], columns=list(COLUMNS))
+                    frame = lab.tables.styled(pd.DataFrame([[r[c] for c in COLUMNS] for r in result["rows"]],
+                                                           columns=list(COLUMNS)))
                     yield note, result["picture"], frame
         except (ValueError, FileNotFoundError) as exc:
-            raise errors_as_gradio(exc) from None
+            raise errors_as_gradio(exc, "training_set") from None
 
     handler = named(gpu(lambda *v: gpu_seconds(dict(zip(PARAMS, v)), limits))(training_set), PARAMS)
     event = run.click(handler, [ctx["model"], ctx["class_label"], ctx["guidance_scale"], sampler, steps, seed,

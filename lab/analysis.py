@@ -27,12 +27,12 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 import torch
 
-from .core import Sampler, Step
-from .evaluation import (SAME_SIGMA, _as_tensor, _check_sampler, _lambda, _model_answer, _num,  # noqa: F401
+from samplers.core import Sampler, Step
+from samplers.evaluation import (SAME_SIGMA, _as_tensor, _check_sampler, _lambda, _model_answer, _num,  # noqa: F401
                          _walk, evaluation_points, fit_order, is_adaptive, trajectories)
-from .reference import (Reference, _prediction_type_of, _schedule_of, flow_reference, ode_reference,  # noqa: F401
+from samplers.reference import (Reference, _prediction_type_of, _schedule_of, flow_reference, ode_reference,  # noqa: F401
                         reference_trajectory)
-from .schedule import NoiseSchedule
+from samplers.schedule import NoiseSchedule
 
 def schedule_table(setups) -> list[dict]:
     """``evaluation_points`` of several set-ups in one table, each row with its ``label`` and ``method``.

@@ -1,4 +1,5 @@
-"""Accuracy vs model evaluations: every deterministic sampler against the exact ODE solution.
+"""Accuracy vs model evaluations: every deterministic sampler (and the eta = 0 path of the stochastic
+ones) against the exact ODE solution.
 
 Two problems with known answers (float64, image-shaped 3x16x16, batch 8):
 
@@ -120,16 +121,24 @@ def counting(model):
     return counted, calls
 
 
+def ode_options(method: str) -> dict:
+    """eta = 0 for a stochastic sampler that has it: the benchmark measures its ODE path."""
+    m = samplers.REGISTRY[method]
+    return {"eta": 0.0} if m.stochastic and "eta" in m.options else {}
+
+
 def deterministic_methods() -> list[str]:
-    """Registered samplers whose default options draw no noise (checked by running two seeds)."""
+    """Registered samplers whose default options (eta = 0 for the stochastic ones that have it) draw no
+    noise (checked by running two seeds).  CFG++ forms are left out: on these unguided models they are
+    their plain samplers."""
     model = GaussianData(np.zeros((1, 2, 2)), 0.5)
     noise = torch.randn(1, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     names = []
     for row in samplers.describe():
-        if row["stochastic"] or row["order"] is None:
+        if row["order"] is None or row["name"].endswith("-cfg++") or (row["stochastic"] and not ode_options(row["name"])):
             continue
         try:
-            s = samplers.create(row["name"], 4)
+            s = samplers.create(row["name"], 4, **ode_options(row["name"]))
             a = s.sample(model, noise, torch.Generator().manual_seed(1))
             b = s.sample(model, noise, torch.Generator().manual_seed(2))
         except ValueError:
@@ -145,7 +154,7 @@ GRID_KEYS = {"karras": {"use_karras_sigmas": True}, "logsnr": {"use_exponential_
 
 def grid_options(method: str, grid: str) -> dict:
     """Our options for the benchmark grid (methods with their own grid keep it)."""
-    return {"spacing": grid} if "spacing" in samplers.REGISTRY[method].options else {}
+    return dict({"spacing": grid} if "spacing" in samplers.REGISTRY[method].options else {}, **ode_options(method))
 
 
 def diffusers_config_for(method: str, grid: str) -> dict | None:
@@ -262,7 +271,8 @@ def markdown(results, problems, methods, targets, with_diffusers, reference_note
              f"noise (float64, 3x16x16, batch 8; {grid} grid wherever a sampler takes one, each sampler's own "
              "final noise level; diffusers: the same config, so the same grid). `gaussian`: exact flow map. "
              f"`mixture`: RK4 reference ({reference_note}). A value marked (n) used n evaluations instead of "
-             "the target; — = not available at that NFE (or no diffusers class).", ""]
+             "the target; — = not available at that NFE (or no diffusers class). Stochastic samplers run their "
+             "eta = 0 (ODE) path; CFG++ forms are their plain samplers on these unguided models.", ""]
     for target in targets:
         lines += [f"## NFE {target}", ""]
         head = ["method"]
@@ -342,7 +352,8 @@ def main():
     methods = deterministic_methods()
     results = {}
     for m in methods:
-        config = diffusers_config_for(m, args.grid) if with_diffusers else None
+        # a stochastic sampler's diffusers class would draw noise: only ours runs its ODE path
+        config = diffusers_config_for(m, args.grid) if with_diffusers and not ode_options(m) else None
         for p in problems:
             for target in args.nfe:
                 results[(p.name, m, target)] = measure(p, m, target, config, args.grid, with_diffusers)

@@ -70,8 +70,8 @@ def start_noise():
     return torch.randn(BATCH, 3, 4, 4, generator=torch.Generator().manual_seed(5), dtype=DTYPE)
 
 
-# (label, k-diffusion function, our method, our options, family): "ve" programs start at sigma_0 z,
-# "vp" ones take the unit-variance VP sample; "sde" ones share the Brownian tree.
+# (label, k-diffusion function, our method, our options, family, sde[, k-diffusion's options]): "ve"
+# programs start at sigma_0 z, "vp" ones take the unit-variance VP sample; "sde" ones share the Brownian tree.
 SAMPLER_CASES = [
     ("euler", "sample_euler", "euler", {}, "ve", False),
     ("euler_ancestral", "sample_euler_ancestral", "euler-a", {}, "ve", True),
@@ -83,6 +83,7 @@ SAMPLER_CASES = [
     ("dpmpp_sde", "sample_dpmpp_sde", "dpm++sde", {}, "ve", True),
     ("dpmpp_2m", "sample_dpmpp_2m", "dpmpp_2m", {}, "vp", False),
     ("dpmpp_2m_sde", "sample_dpmpp_2m_sde", "dpm++2m-sde", {}, "vp", True),
+    ("dpmpp_2m_sde_heun", "sample_dpmpp_2m_sde", "dpm++2m-sde-heun", {}, "vp", True, {"solver_type": "heun"}),
     ("dpmpp_3m_sde", "sample_dpmpp_3m_sde", "dpm++3m-sde", {}, "vp", True),
 ]
 SCHEDULES = ["karras", "exponential", "normal"]
@@ -95,7 +96,7 @@ def brownian(ks, x, sigmas):
     return ks.BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=[SEED + i for i in range(x.shape[0])])
 
 
-def sampler_case(ks, label, fn, method, options, family, sde, spacing="karras"):
+def sampler_case(ks, label, fn, method, options, family, sde, kd_options=None, spacing="karras"):
     """max |ours - k-diffusion| for one sampler on one schedule; None where ours is not registered."""
     try:
         method_name = samplers.resolve(method)[0]
@@ -109,7 +110,7 @@ def sampler_case(ks, label, fn, method, options, family, sde, spacing="karras"):
     z = start_noise()
     got = ours.sample(eps_model, z.clone(), torch.Generator().manual_seed(SEED))
     x = z * float(sigmas[0]) if family == "ve" else z * math.sqrt(1 + float(sigmas[0]) ** 2)
-    kwargs = {"disable": True}
+    kwargs = {"disable": True, **(kd_options or {})}
     if sde:
         kwargs["noise_sampler"] = brownian(ks, x, sigmas)
     ref = getattr(ks, fn)(denoiser, x, sigmas, **kwargs)

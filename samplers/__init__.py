@@ -13,6 +13,8 @@ from . import ddim, ddpm, pndm  # noqa: F401  (register the methods)
 from . import karras  # noqa: F401  (the k-diffusion family)
 from . import deis, ipndm, unipc  # noqa: F401  (UniPC, DEIS, iPNDM)
 from . import dpm_solver  # noqa: F401  (the DPM-Solver family)
+from . import kexp  # noqa: F401  (RES, DPM++ SDE, SEEDS, exponential Heun in k form)
+from . import er_sde, kextra  # noqa: F401  (Heun++, gradient estimation, iPNDM-v, LCM, DDPM in k form, CFG++ forms)
 from .core import (OPTIONS, REGISTRY, Eval, Method, NonFiniteError, Option, Sampler, Step, describe,
                    run_together)
 from .diffusers_config import from_diffusers_config

@@ -103,6 +103,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
            "batch), 'brownian' (k-diffusion's Brownian tree per image; see samplers/noise.py)", str, NOISE_MODES),
     Option("eta", 0.0, "noise added per step: 0 = deterministic (ODE), 1 = the full ancestral / SDE noise",
            float, low=0.0, high=1.0),
+    Option("cfg_pp", False, "CFG++ (Chung et al. 2024): the step's x0 from the guided prediction, its noise direction "
+           "from the unconditional one (needs a model with both branches, samplers.guided; on an unguided model it "
+           "is the plain sampler)", bool),
     # model output
     Option("prediction_type", "epsilon", "what the model predicts", str, PREDICTION_TYPES),
     Option("clip_sample", False, "clip predicted x0 to +-clip_sample_range", bool),
@@ -219,6 +222,7 @@ class Eval:
     t: float            # model time (train-timestep units, may be fractional)
     sigma: float        # k-sigma the solver assigns to x (may differ from t's when rounded)
     extra: dict | None = None  # anything a program wants to pass through to its step records
+    uncond: bool = False  # also return the unconditional prediction (CFG++): Prediction.uncond_x0 / uncond_eps
 
 
 @dataclass
@@ -335,13 +339,38 @@ def _model_time(t: float, batch: int, like: torch.Tensor) -> torch.Tensor:
     return torch.full((batch,), float(t), dtype=torch.float32, device=like.device)
 
 
+def call_model(model, x: torch.Tensor, t: torch.Tensor, uncond: bool):
+    """(output, unconditional output or None).  A model that can give both (``samplers.guided``'s
+    ``with_uncond``) is asked for both where a program needs them; any other model has no guidance,
+    so it is its own unconditional branch (None: the same output)."""
+    if uncond and hasattr(model, "with_uncond"):
+        return model.with_uncond(x, t)
+    return model(x, t), None
+
+
 def evaluate(model, request: Eval, sampler: Sampler, where: str = "") -> Prediction:
-    out = model(request.x, _model_time(request.t, request.x.shape[0], request.x))
-    return to_prediction(out, request, sampler, where)
+    try:
+        out, un = call_model(model, request.x, _model_time(request.t, request.x.shape[0], request.x), request.uncond)
+    except ValueError as exc:
+        if sampler.options.get("timestep_type") == "continuous":   # say which option made the time unusable
+            raise ValueError(f"timestep_type='continuous' gives the model t = 0.25 ln(sigma), which it refuses "
+                             f"({exc}); allowed for this model: timestep_type='discrete'") from exc
+        raise
+    return to_prediction(out, request, sampler, where, un)
 
 
-def to_prediction(out: torch.Tensor, request: Eval, sampler: Sampler, where: str = "") -> Prediction:
-    """The model's answer as x0 and eps, after the sampler's x0 clipping / thresholding (one place)."""
+def to_prediction(out: torch.Tensor, request: Eval, sampler: Sampler, where: str = "",
+                  uncond_out: torch.Tensor | None = None) -> Prediction:
+    """The model's answer as x0 and eps, after the sampler's x0 clipping / thresholding (one place);
+    with ``request.uncond`` also the unconditional branch's (the output itself where there is none)."""
+    pred = _prediction(out, request, sampler, where)
+    if request.uncond:
+        un = pred if uncond_out is None else _prediction(uncond_out, request, sampler, where)
+        pred.uncond_x0, pred.uncond_eps = un.x0, un.eps
+    return pred
+
+
+def _prediction(out: torch.Tensor, request: Eval, sampler: Sampler, where: str) -> Prediction:
     # one reduction instead of isfinite().all(): a NaN or inf anywhere makes the sum non-finite
     if not math.isfinite(float(out.sum(dtype=torch.float32))):
         raise NonFiniteError(f"the model returned NaN or inf {where}at t={request.t:.4g} "
@@ -391,14 +420,15 @@ def run_together(model, jobs: list[tuple[Sampler, torch.Tensor, Any]]) -> Iterat
         live = [i for i, r in enumerate(pending) if r is not None]
         xs = torch.cat([pending[i].x for i in live])
         ts = torch.cat([_model_time(pending[i].t, pending[i].x.shape[0], pending[i].x) for i in live])
-        out = model(xs, ts)
+        out, un = call_model(model, xs, ts, any(pending[i].uncond for i in live))
         sizes = [pending[i].x.shape[0] for i in live]
+        un_parts = un.split(sizes) if un is not None else [None] * len(live)
         steps: list[Step | None] = [None] * len(jobs)
-        for i, part in zip(live, out.split(sizes)):
+        for i, part, un_part in zip(live, out.split(sizes), un_parts):
             sampler, request = jobs[i][0], pending[i]
             counts[i] += 1
             pred = to_prediction(part, request, sampler,
-                                 f"at evaluation {counts[i]} of sampler {sampler.name!r} ")
+                                 f"at evaluation {counts[i]} of sampler {sampler.name!r} ", un_part)
             try:
                 pending[i] = programs[i].send(pred)
                 steps[i] = Step(counts[i], max(sampler.nfe, counts[i]), request.t, request.sigma,

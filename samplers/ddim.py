@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .core import GRID_OPTIONS, X0_OPTIONS, Diffusers, Eval, Method, Option, add_options, register
+from .core import GRID_OPTIONS, REGISTRY, X0_OPTIONS, Diffusers, Eval, Method, Option, add_options, alias, register
 from .diffusers_config import COMMON
 from .schedule import vp_coefficients
 
@@ -50,16 +50,18 @@ def ddim_end(sampler) -> str:
 
 
 def ddim_program(sampler, x, rng):
-    eta = sampler.opt("eta")
+    eta, pp = sampler.opt("eta"), sampler.options.get("cfg_pp", False)
     _, k_next = step_targets(sampler)
     for t, k, k2 in zip(sampler.grid.t[:-1], sampler.grid.sigma[:-1], k_next):
         a, s = vp_coefficients(k)
         a2, s2 = vp_coefficients(k2)
         var = (s2 * s2) / (s * s) * (1 - (a * a) / (a2 * a2))   # DDPM posterior variance
         std = eta * math.sqrt(max(var, 0.0))
-        pred = yield Eval(x, t, k)
+        pred = yield Eval(x, t, k, uncond=pp)
         x0 = pred.x0   # clipped / thresholded where the options say (the driver does it)
         eps = pred.eps if sampler.opt("use_clipped_model_output") else pred.model_eps
+        if pp:   # CFG++: the guided x0 re-noised along the unconditional eps
+            eps = pred.uncond_eps
         x = a2 * x0 + math.sqrt(max(s2 * s2 - std * std, 0.0)) * eps
         if eta > 0:
             x = x + std * rng.randn_like(x, k, k2)
@@ -74,3 +76,5 @@ register(Method(
     diffusers=Diffusers("DDIMScheduler", dict(COMMON, clip_sample=True, clip_sample_range=1.0, set_alpha_to_one=True,
                                               thresholding=False, dynamic_thresholding_ratio=0.995,
                                               sample_max_value=1.0))))
+alias("ddim", "ddim-cfg++", "DDIM CFG++", paper="Chung, Kim, Park, Nam, Ye 2024, CFG++ (arXiv:2406.08070)",
+      options=REGISTRY["ddim"].options + ("cfg_pp",), defaults={"cfg_pp": True}, diffusers=None)

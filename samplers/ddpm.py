@@ -41,20 +41,20 @@ def ddpm_program(sampler, x, rng):
                 # std is sqrt(beta), as for fixed_large.
                 std = math.sqrt(beta)
             elif vtype == "learned":  # the model's extra channels are the variance itself
-                variance = _need_variance(pred)
+                variance = _need_variance(pred, vtype)
                 if (variance < 0).any():
                     raise ValueError(f"variance_type='learned': the model predicted a negative variance at t={t:g}")
                 std = variance.sqrt()
             else:  # learned_range: the model interpolates log-variance between small and large
-                frac = (_need_variance(pred) + 1) / 2
+                frac = (_need_variance(pred, vtype) + 1) / 2
                 std = torch.exp(0.5 * (frac * math.log(beta) + (1 - frac) * math.log(small)))
             x = x + std * z
     return x
 
 
-def _need_variance(pred):
+def _need_variance(pred, variance_type):
     if pred.variance is None:
-        raise ValueError("variance_type learned/learned_range needs a model with twice the image channels "
+        raise ValueError(f"variance_type={variance_type!r} needs a model with twice the image channels "
                          "(the second half predicts the variance)")
     return pred.variance
 

@@ -89,6 +89,7 @@ import torch
 from .core import GRID_OPTIONS, Diffusers, Eval, Method, Option, add_options, alias, register
 from .expint import lam_of, multistep_grid, phi, sigma_range
 from .grids import Grid, custom_timesteps, logsnr_sigmas
+from .model_wrapper import cfg_pp_start
 from .schedule import vp_coefficients
 
 ALGORITHMS = ("dpmsolver", "dpmsolver++", "sde-dpmsolver", "sde-dpmsolver++")
@@ -312,10 +313,11 @@ def singlestep_plan(sampler) -> list[PlannedStep]:
 def grid_program(sampler, x, rng):
     """Run the sampler's plan: one model evaluation per grid point."""
     data = is_data_form(sampler.opt("algorithm_type"))
+    pp = sampler.options.get("cfg_pp", False)   # CFG++: multistep data form only (the alias narrows it)
     values, starts = {}, {}
     for i, step in enumerate(sampler.plan):
-        starts[i] = x
-        pred = yield Eval(x, step.t, step.k)
+        pred = yield Eval(x, step.t, step.k, uncond=pp)
+        starts[i] = cfg_pp_start(x, pred, pp, vp_coefficients(step.k)[0])
         values[i] = pred.x0 if data else pred.eps
         out = starts[step.base] * step.decay
         for j, c in zip(step.nodes, step.coefs):
@@ -325,6 +327,8 @@ def grid_program(sampler, x, rng):
             if step.noise:
                 out = out.add(z, alpha=step.noise)
         x = out
+        if pp:   # the history keeps the unconditional x0
+            values[i] = pred.uncond_x0
         for old in [j for j in values if j < i - 2]:  # no update looks further back than 3 points
             del values[old], starts[old]
     return x
@@ -548,6 +552,13 @@ KDIFFUSION = dict(spacing="karras", round_timesteps=False, lower_order_final=Fal
 alias("sde-dpm-solver++", "dpm++2m-sde", "DPM++ 2M SDE (k-diffusion)", defaults=dict(KDIFFUSION, order=2),
       choices=dict(MULTISTEP_CHOICES, order=(2,), algorithm_type=("sde-dpmsolver++",)),
       diffusers=_multistep_class())
+# k-diffusion's dpmpp_2m (its final step first order, no lower orders before it, fractional model times)
+alias("dpm-solver++", "dpm++2m-cfg++", "DPM++ 2M CFG++", paper="Chung, Kim, Park, Nam, Ye 2024, CFG++ "
+      "(arXiv:2406.08070); " + PAPERS, options=MULTISTEP_OPTIONS + ("cfg_pp",),
+      defaults=dict(order=2, lower_order_final=False, round_timesteps=False, cfg_pp=True),
+      choices=dict(MULTISTEP_CHOICES, order=(2,), algorithm_type=("dpmsolver++",)), diffusers=None)
+# k-diffusion's dpmpp_2m_sde with solver_type='heun': the slope weighed by its Taylor weight (phi_2)
+alias("dpm++2m-sde", "dpm++2m-sde-heun", "DPM++ 2M SDE Heun (k-diffusion)", defaults=dict(solver_type="heun"))
 alias("sde-dpm-solver++", "dpm++3m-sde", "DPM++ 3M SDE (k-diffusion)",
       defaults=dict(KDIFFUSION, order=3, solver_type="heun"),
       choices=dict(MULTISTEP_CHOICES, order=(3,), algorithm_type=("sde-dpmsolver++",)),

@@ -136,6 +136,8 @@ def evaluation_points(sampler: Sampler, model=None, noise=None, generator=None) 
     adaptive = is_adaptive(sampler)
     requests = [request for request, _, _ in _walk(sampler, noise, generator, answer)]
     steps, on_grid = _steps_of([float(r.sigma) for r in requests], np.asarray(sampler.grid.sigma, np.float64))
+    # a program whose evaluations look ahead of their step (Heun++) says which step they serve
+    steps = [r.extra["step"] if r.extra and "step" in r.extra else s for r, s in zip(requests, steps)]
     return [dict(index=i + 1, t=_num(r.t), sigma=_num(r.sigma), **{"lambda": _lambda(float(r.sigma))},
                  step=steps[i], on_grid=on_grid[i], model="stand-in" if model is None else "given",
                  adaptive=adaptive) for i, r in enumerate(requests)]

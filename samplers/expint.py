@@ -77,3 +77,57 @@ def multistep_grid(sampler, family: str = "dpm", **overrides) -> Grid:
         sigma = end_at_sigma_min(sampler.schedule, sigma, repeat_last=continuous)
         t[-1] = float(sampler.schedule.t_of_sigma(sigma[-1]))
     return Grid(t=t, sigma=sigma)
+
+
+# --------------------------------------------------------------------------------------------
+# The data-prediction exponential step in k form (x = x0 + k eps), shared by the k-diffusion-style
+# exponential integrators (RES, DPM++ SDE, SEEDS, SA-Solver): with lambda = -log k, h = lambda_t - lambda_s
+# and noise amount eta (0: the probability-flow ODE; 1: the reverse SDE; SA-Solver's tau^2),
+#   x_t = (k_t / k_s) e^{-eta h} x_s + int_0^h c e^{-c (h - u)} D(u) du + k_t sqrt(1 - e^{-2 eta h}) z,  c = 1 + eta.
+def taylor_weights(k_s: float, k_t: float, terms: int, eta: float = 0.0) -> tuple:
+    """W_j = int_0^h c e^{-c (h-u)} u^j / j! du = c h^{j+1} phi_{j+1}(-c h), j < terms (W_0 = 1 at k_t = 0)."""
+    if k_t == 0:
+        return (1.0,) + (math.inf,) * (terms - 1)
+    h, c = lam_of(k_t) - lam_of(k_s), 1.0 + eta
+    return tuple(c * h ** (j + 1) * phi(j + 1, -c * h) for j in range(terms))
+
+
+def decay_and_noise(k_s: float, k_t: float, eta: float = 0.0) -> tuple[float, float]:
+    """(factor of x_s, std of the fresh noise) of that step; (0, 0) at k_t = 0."""
+    if k_t == 0:
+        return 0.0, 0.0
+    h = lam_of(k_t) - lam_of(k_s)
+    return k_t / k_s * math.exp(-eta * h), k_t * math.sqrt(-math.expm1(-2.0 * eta * h))
+
+
+def interpolation_weights(weights, offsets) -> list[float]:
+    """Coefficients c_j of model values at lambda offsets u_j (u_0 = 0) with sum_j c_j m_j =
+    sum_k weights[k] p^(k)(0), p the polynomial through (u_j, m_j): Taylor weights applied to the
+    interpolant (Adams-Bashforth / -Moulton in lambda).  One node: weights[0]."""
+    n = len(offsets)
+    if n == 1:
+        return [weights[0]]
+    if not all(math.isfinite(w) for w in weights[:n]):
+        raise RuntimeError("higher-order update towards k = 0")  # programs take first order there
+    inv = np.linalg.inv(np.vander(np.asarray(offsets, dtype=np.float64), n, increasing=True))
+    return [float(sum(math.factorial(k) * weights[k] * inv[k, j] for k in range(n))) for j in range(n)]
+
+
+def data_step(k_s: float, k_t: float, offsets=(0.0,), eta: float = 0.0, rule: str = "taylor"):
+    """(decay, coefficients of the model values at ``offsets``, noise std) of one step from k_s to k_t.
+    rule 'midpoint' (two nodes): the slope weighed by W_0 h / 2 (DPM-Solver-2, SEEDS' phi_1 form)."""
+    if k_t == k_s:   # an empty step (a grid that ends at its last point twice) is the identity
+        return 1.0, [0.0] * len(offsets), 0.0
+    weights = taylor_weights(k_s, k_t, max(len(offsets), 1), eta)
+    if rule == "midpoint" and len(offsets) == 2 and k_t > 0:
+        weights = (weights[0], weights[0] * (lam_of(k_t) - lam_of(k_s)) / 2)
+    decay, noise = decay_and_noise(k_s, k_t, eta)
+    return decay, interpolation_weights(weights, list(offsets)), noise
+
+
+def combine(x, decay: float, coefs, values):
+    """decay * x + sum_j coefs[j] * values[j] (a new tensor)."""
+    out = x * decay
+    for c, v in zip(coefs, values):
+        out = out.add(v, alpha=c)
+    return out

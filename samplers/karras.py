@@ -30,6 +30,7 @@ from .ddim import TABLE_SPACINGS  # also declares the shared "eta" option
 from .diffusers_config import COMMON
 from .expint import end_at_sigma_min, sigma_range as range_of_sigmas
 from .grids import CONTINUOUS_SPACINGS, Grid, spaced_timesteps
+from .model_wrapper import cfg_pp_start
 
 add_options(
     Option("s_churn", 0.0, "Karras churn: raise sigma by gamma = min(s_churn / N, sqrt(2) - 1) with fresh "
@@ -198,12 +199,14 @@ def churn_levels(sampler, ks) -> list[float]:
 
 def euler_program(sampler, x, rng):
     p = sampler.plan
-    s_noise, karras_rule = sampler.opt("s_noise"), sampler.opt("churn_rule") == "karras"
+    s_noise, karras_rule = sampler.options.get("s_noise", 1.0), sampler.options.get("churn_rule") == "karras"
+    pp = sampler.options.get("cfg_pp", False)
     x = x * p.init
     for i, (k, k_hat) in enumerate(zip(p.ks[:-1], p.k_hat)):
         if k_hat == k:  # a plain Euler step
-            pred = yield Eval(x * p.c_in[i], p.model_t[i], k)
-            x.add_(pred.eps, alpha=p.ks[i + 1] - k)
+            pred = yield Eval(x * p.c_in[i], p.model_t[i], k, uncond=pp)
+            x = cfg_pp_start(x, pred, pp)
+            x.add_(pred.uncond_eps if pp else pred.eps, alpha=p.ks[i + 1] - k)
             continue
         spread = s_noise * math.sqrt(k_hat * k_hat - k * k)
         # churn noise is a fresh draw, not a Brownian increment: [k, k_hat] overlaps the step above
@@ -231,12 +234,13 @@ def _diffusers_churn_x0(prediction_type, output, x, k, k_hat):
 
 def euler_ancestral_program(sampler, x, rng):
     p = sampler.plan
-    eta, s_noise = sampler.opt("eta"), sampler.opt("s_noise")
+    eta, s_noise, pp = sampler.opt("eta"), sampler.opt("s_noise"), sampler.options.get("cfg_pp", False)
     x = x * p.init
     for i in range(p.steps):
         k = p.ks[i]
-        pred = yield Eval(x * p.c_in[i], p.model_t[i], k)
-        x.add_(pred.eps, alpha=p.down[i] - k)
+        pred = yield Eval(x * p.c_in[i], p.model_t[i], k, uncond=pp)
+        x = cfg_pp_start(x, pred, pp)
+        x.add_(pred.uncond_eps if pp else pred.eps, alpha=p.down[i] - k)
         if eta > 0:  # diffusers draws on every step, also the last (where sigma_up = 0)
             x.add_(rng.randn_like(x, k, p.ks[i + 1]), alpha=p.up[i] * s_noise)
     return finish(x, p.ks[-1])
@@ -284,12 +288,12 @@ def dpmpp_2s_ancestral_program(sampler, x, rng):
     """DPM-Solver++(2S) in k form: in VE, the data-prediction exponential step from k to k' is
     x' = x0 + (k'/k)(x - x0); a half step in log sigma gives the midpoint x0 the full step uses."""
     p = sampler.plan
-    eta, s_noise = sampler.opt("eta"), sampler.opt("s_noise")
+    eta, s_noise, pp = sampler.opt("eta"), sampler.opt("s_noise"), sampler.options.get("cfg_pp", False)
     x = x * p.init
     for i in range(p.steps):
         k, down, k_mid = p.ks[i], p.down[i], p.mid[i]
-        pred = yield Eval(x * p.c_in[i], p.model_t[i], k)
-        x0 = pred.x0
+        pred = yield Eval(x * p.c_in[i], p.model_t[i], k, uncond=pp)
+        x0, x = pred.x0, cfg_pp_start(x, pred, pp)
         if down == 0:
             x = x0
         else:

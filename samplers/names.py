@@ -25,11 +25,13 @@ BROWNIAN = {"noise": "brownian"}
 # ComfyUI KSAMPLER names (comfy/samplers.py) plus ddim, uni_pc, uni_pc_bh2.
 COMFY_SAMPLERS: dict[str, tuple] = {
     "euler": ("euler", {}),
-    "euler_cfg_pp": (["euler-cfg++"], {}),
+    "euler_cfg_pp": ("euler-cfg++", {}),
     "euler_ancestral": ("euler-a", {}),
-    "euler_ancestral_cfg_pp": (["euler-a-cfg++"], {}),
+    "euler_ancestral_cfg_pp": ("euler-a-cfg++", {}),
     "heun": ("heun", {}),
-    "heunpp2": (["heunpp2", "heun++2", "heun++"], {}),
+    "heunpp2": ("heunpp2", {}),
+    "exp_heun_2_x0": ("exp-heun-2-x0", {}),          # ComfyUI: seeds_2 with eta 0, r 1, solver_type phi_2
+    "exp_heun_2_x0_sde": ("exp-heun-2-x0-sde", {}),  # the same with eta 1
     "dpm_2": ("dpm2", {}),
     "dpm_2_ancestral": ("dpm2-a", {}),
     "lms": ("lms", {"order": 4}),
@@ -38,30 +40,30 @@ COMFY_SAMPLERS: dict[str, tuple] = {
     "dpm_adaptive": ("dpm-solver-adaptive", {"algorithm_type": "dpmsolver", "order": 3, "rtol": 0.05,
                                              "atol": 0.0078}),
     "dpmpp_2s_ancestral": ("dpm++2s-a", {}),
-    "dpmpp_2s_ancestral_cfg_pp": (["dpm++2s-a-cfg++"], {}),
-    "dpmpp_sde": (["dpm++sde"], BROWNIAN),
-    "dpmpp_sde_gpu": (["dpm++sde"], BROWNIAN),
+    "dpmpp_2s_ancestral_cfg_pp": ("dpm++2s-a-cfg++", {}),
+    "dpmpp_sde": ("dpm++sde", BROWNIAN),
+    "dpmpp_sde_gpu": ("dpm++sde", BROWNIAN),
     "dpmpp_2m": ("dpm-solver++", KDIFF_2M),
-    "dpmpp_2m_cfg_pp": (["dpm++2m-cfg++"], {}),
+    "dpmpp_2m_cfg_pp": ("dpm++2m-cfg++", {}),
     "dpmpp_2m_sde": ("dpm++2m-sde", BROWNIAN),
     "dpmpp_2m_sde_gpu": ("dpm++2m-sde", BROWNIAN),
-    "dpmpp_2m_sde_heun": (["dpm++2m-sde-heun"], BROWNIAN),
-    "dpmpp_2m_sde_heun_gpu": (["dpm++2m-sde-heun"], BROWNIAN),
+    "dpmpp_2m_sde_heun": ("dpm++2m-sde-heun", BROWNIAN),
+    "dpmpp_2m_sde_heun_gpu": ("dpm++2m-sde-heun", BROWNIAN),
     "dpmpp_3m_sde": ("dpm++3m-sde", BROWNIAN),
     "dpmpp_3m_sde_gpu": ("dpm++3m-sde", BROWNIAN),
-    "lcm": (["lcm"], {}),
+    "lcm": ("lcm", {}),
     "ipndm": ("ipndm", {"order": 4}),
-    "ipndm_v": (["ipndm-v"], {}),
+    "ipndm_v": ("ipndm-v", {}),
     "deis": ("deis", {"solver_type": "tab", "order": 3}),    # ComfyUI: max_order 3, deis_mode 'tab'
-    "res_multistep": (["res-multistep"], {}),
-    "res_multistep_cfg_pp": (["res-multistep-cfg++"], {}),
-    "res_multistep_ancestral": (["res-multistep-a"], {}),
-    "res_multistep_ancestral_cfg_pp": (["res-multistep-a-cfg++"], {}),
-    "gradient_estimation": (["gradient-estimation"], {}),
-    "gradient_estimation_cfg_pp": (["gradient-estimation-cfg++"], {}),
-    "er_sde": (["er-sde"], {}),
-    "seeds_2": (["seeds-2"], {}),
-    "seeds_3": (["seeds-3"], {}),
+    "res_multistep": ("res-multistep", {}),
+    "res_multistep_cfg_pp": ("res-multistep-cfg++", {}),
+    "res_multistep_ancestral": ("res-multistep-a", {}),
+    "res_multistep_ancestral_cfg_pp": ("res-multistep-a-cfg++", {}),
+    "gradient_estimation": ("gradient-estimation", {}),
+    "gradient_estimation_cfg_pp": ("gradient-estimation-cfg++", {}),
+    "er_sde": ("er-sde", {}),
+    "seeds_2": ("seeds-2", {}),
+    "seeds_3": ("seeds-3", {}),
     "sa_solver": (["sa-solver"], {}),
     "sa_solver_pece": (["sa-solver-pece"], {}),
     "uni_pc": ("unipc", {"solver_type": "bh1", "order": 3}),
@@ -70,16 +72,16 @@ COMFY_SAMPLERS: dict[str, tuple] = {
 # ComfyUI names that are ours with another meaning: ours keeps the plain name.
 COMFY_COLLISIONS: dict[str, tuple] = {
     "ddim": ("euler", {}),   # ComfyUI's "ddim" is k-diffusion Euler (DDIM itself on the ddim_uniform schedule)
-    "ddpm": (["ddpm-k", "k-ddpm", "ddpm-kdiffusion"], {}),   # k-diffusion's DDPM step on the given sigmas
+    "ddpm": ("ddpm-k", {}),   # k-diffusion's DDPM step on the given sigmas
 }
 COMFY_PREFIX = "comfy:"
 
 # A1111 / Forge sampler labels (modules/sd_samplers_kdiffusion.py and friends).
 A1111_SAMPLERS: dict[str, tuple] = {
     "DPM++ 2M": ("dpm-solver++", KDIFF_2M),
-    "DPM++ SDE": (["dpm++sde"], BROWNIAN),
+    "DPM++ SDE": ("dpm++sde", BROWNIAN),
     "DPM++ 2M SDE": ("dpm++2m-sde", BROWNIAN),
-    "DPM++ 2M SDE Heun": (["dpm++2m-sde-heun"], BROWNIAN),
+    "DPM++ 2M SDE Heun": ("dpm++2m-sde-heun", BROWNIAN),
     "DPM++ 2S a": ("dpm++2s-a", {}),
     "DPM++ 3M SDE": ("dpm++3m-sde", BROWNIAN),
     "Euler a": ("euler-a", {}),
@@ -95,8 +97,8 @@ A1111_SAMPLERS: dict[str, tuple] = {
     "DDIM": ("ddim", {}),
     "PLMS": ("plms", {}),
     "UniPC": ("unipc", {"solver_type": "bh1", "order": 3}),   # A1111's default variant bh1, order 3
-    "LCM": (["lcm"], {}),
-    "DDIM CFG++": (["ddim-cfg++"], {}),
+    "LCM": ("lcm", {}),
+    "DDIM CFG++": ("ddim-cfg++", {}),
 }
 
 # Scheduler names -> grid options. None = refuse with the message.

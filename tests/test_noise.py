@@ -6,11 +6,27 @@ import samplers
 from conftest import toy_model
 from samplers.noise import NoiseSource, noise_seed
 
-# (method, options) that draw noise on every step with their defaults or the options given
-STOCHASTIC = [("ddpm", {}), ("euler-a", {}), ("dpm++2m-sde", {}), ("dpm++3m-sde", {}), ("dpm2-a", {}),
-              ("dpm++2s-a", {}), ("sde-dpm-solver++", {}), ("ddim", {"eta": 1.0}),
-              ("dpm-solver-singlestep", {"algorithm_type": "sde-dpmsolver++"}),
-              ("euler", {"s_churn": 10.0})]
+# methods that offer the noise option but never draw: their choices rule the noisy paths out
+NEVER_DRAW = {"dpm++2m-cfg++"}   # DPM++ 2M CFG++: algorithm_type narrowed to dpmsolver++ (an ODE)
+
+
+def noisy_options(row) -> dict | None:
+    """Options under which a registered method draws fresh noise (its defaults where it is stochastic)."""
+    if row["stochastic"]:
+        return {}
+    if "eta" in row["options"] and "eta" not in row["choices"]:
+        return {"eta": 1.0}
+    if "s_churn" in row["options"]:
+        return {"s_churn": 10.0}
+    if "sde-dpmsolver++" in row["choices"].get("algorithm_type", ()):
+        return {"algorithm_type": "sde-dpmsolver++"}
+    return None
+
+
+# (method, options) that draw noise with their defaults or the options given: every registered method
+# that offers the noise option (so a new stochastic sampler is covered as soon as it is registered)
+STOCHASTIC = [(r["name"], noisy_options(r)) for r in samplers.describe()
+              if "noise" in r["options"] and r["name"] not in NEVER_DRAW]
 
 
 def run(method, mode, n, seed=3, **options):
@@ -31,7 +47,8 @@ def test_image_zero_does_not_depend_on_the_batch(method, options, mode):
     assert not torch.allclose(other_seed[0], one[0])   # the seed matters
 
 
-@pytest.mark.parametrize("method,options", STOCHASTIC[:3], ids=[m for m, _ in STOCHASTIC[:3]])
+@pytest.mark.parametrize("method,options", [("ddpm", {}), ("euler-a", {}), ("dpm++2m-sde", {})],
+                         ids=["ddpm", "euler-a", "dpm++2m-sde"])
 def test_diffusers_mode_depends_on_the_batch_as_before(method, options):
     """The complaint per-image fixes: one generator for the batch gives image 0 other noise."""
     one, three = run(method, "diffusers", 1, **options), run(method, "diffusers", 3, **options)
@@ -45,6 +62,23 @@ def test_stochastic_methods_offer_noise():
     for row in samplers.describe():
         if row["stochastic"]:
             assert "noise" in row["options"], row["name"]
+
+
+def test_every_method_offering_noise_is_covered():
+    """The noise option appears exactly where a method can draw (its options say how), except the
+    listed ones; each of those draws (test above: the seed matters)."""
+    offering = {r["name"]: r for r in samplers.describe() if "noise" in r["options"]}
+    assert NEVER_DRAW <= set(offering)
+    assert {name: noisy_options(r) for name, r in offering.items() if name not in NEVER_DRAW} == dict(STOCHASTIC)
+    assert all(options is not None for _, options in STOCHASTIC), [m for m, o in STOCHASTIC if o is None]
+    # the methods that draw must offer the option: every stochastic one, and those with eta / churn / SDE paths
+    for row in samplers.describe():
+        if noisy_options(row) is not None and row["name"] not in offering:
+            pytest.fail(f"{row['name']} can draw noise ({noisy_options(row)}) but has no noise option")
+    # the new stochastic samplers (issue 16) are among them
+    assert {"dpm++sde", "dpm++2m-sde-heun", "res-multistep-a", "res-multistep-a-cfg++", "seeds-2", "seeds-3",
+            "exp-heun-2-x0-sde", "er-sde", "lcm", "ddpm-k", "euler-a-cfg++", "dpm++2s-a-cfg++", "heunpp2",
+            "res-multistep", "exp-heun-2-x0", "ddim-cfg++"} <= set(dict(STOCHASTIC))
 
 
 def test_brownian_increments_are_the_tree_increments():

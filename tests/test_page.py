@@ -265,3 +265,13 @@ def test_presets_and_the_opening_comparison_are_valid_requests():
     for title, text, setups, shared in explain.PRESETS:
         assert text and 2 <= len(setups) <= limits.max_compare
         lab.parse_compare(dict(model="default", setups=setups, **shared), limits)
+
+
+def test_the_sampler_list_is_grouped_in_families_and_lists_every_sampler_once():
+    from views.common import sampler_choices
+
+    grouped = [n for names in explain.GROUPS.values() for n in names]
+    assert sorted(grouped) == sorted(samplers.REGISTRY)   # each sampler in exactly one family
+    choices = sampler_choices()
+    assert [v for _, v in choices] == grouped            # the dropdown goes family by family
+    assert choices[0][0].startswith("DDPM / DDIM · ") and choices[0][0].endswith("[ddim]")

@@ -14,6 +14,7 @@ import gradio as gr
 
 import lab
 import samplers
+from views.explain import GROUP_OF, GROUPS
 
 SLOT_FIELDS = ("sampler", "steps", "spacing")
 log = logging.getLogger("lab")
@@ -83,7 +84,10 @@ def cancel_watch():
 
 
 def sampler_choices():
-    return [(f"{d['title']}  [{d['name']}]", d["name"]) for d in samplers.describe()]
+    """(label, name) per sampler, family by family: "Karras ODE · Heun (2nd order, Karras)  [heun]"."""
+    order = {name: i for i, name in enumerate(n for names in GROUPS.values() for n in names)}
+    rows = sorted(samplers.describe(), key=lambda d: order.get(d["name"], len(order)))
+    return [(f"{GROUP_OF.get(d['name'], 'Other')} · {d['title']}  [{d['name']}]", d["name"]) for d in rows]
 
 
 def slot_params(count: int, fields=SLOT_FIELDS) -> list[str]:

@@ -51,7 +51,60 @@ SAMPLERS = {
     "deis": "An exponential integrator that fits a polynomial through past noise predictions in time.",
     "ipndm": "Adams-Bashforth multistep on the noise prediction with no warm-up: the first steps simply use "
              "lower orders, one evaluation per step.",
+    "dpm++sde": "Two-stage DPM-Solver++ (a half-way evaluation in log sigma, then the full step) that adds "
+                "fresh noise from a Brownian path: two evaluations per step, stochastic.",
+    "dpm++2m-sde-heun": "DPM++ 2M SDE with the Heun form of its correction term: one evaluation per step, "
+                        "noise added each step.",
+    "res-multistep": "An exponential integrator (RES) that reuses the previous prediction of the clean image "
+                     "for a second-order step: one evaluation per step.",
+    "res-multistep-a": "RES multistep with ancestral noise after each step: stochastic.",
+    "seeds-2": "A stochastic exponential Runge-Kutta method (SEEDS) with two evaluations per step: it solves "
+               "the reverse SDE directly, with the noise computed exactly over each step.",
+    "seeds-3": "The three-stage SEEDS: three evaluations per step, higher accuracy per step, stochastic.",
+    "exp-heun-2-x0": "An exponential Heun step on the predicted clean image: predict, evaluate at the end of "
+                     "the step, average; two evaluations per step, deterministic.",
+    "exp-heun-2-x0-sde": "The exponential Heun step on the SDE: the same two evaluations, with fresh noise "
+                         "each step.",
+    "er-sde": "ER-SDE-Solver: a reverse SDE whose noise scale is chosen to keep the error small, solved with "
+              "Taylor terms from past evaluations; one evaluation per step.",
+    "heunpp2": "A Heun variant that also looks one or two noise levels ahead and weights those slopes by the "
+               "noise level, so late steps become plain Euler steps.",
+    "gradient-estimation": "Euler with a correction from the last two slopes (weight 2 on the newest): the "
+                           "change between them estimates the denoiser's error; one evaluation per step.",
+    "ipndm-v": "iPNDM with weights computed from the actual step sizes, so uneven grids (Karras, log-SNR) "
+               "keep the multistep accurate; one evaluation per step.",
+    "lcm": "Consistency sampling: jump to the predicted clean image, then add fresh noise down to the next "
+           "level. Made for distilled (LCM) models; on others it stays noisy.",
+    "ddpm-k": "DDPM's ancestral step written on the continuous noise levels (ComfyUI's ddpm): stochastic, "
+              "needs many steps.",
+    "euler-cfg++": "Euler with CFG++: the step's noise direction comes from the unconditional prediction, "
+                   "which keeps guided samples on the data manifold at low guidance scales.",
+    "euler-a-cfg++": "Euler ancestral with the CFG++ rule for guidance: stochastic.",
+    "dpm++2s-a-cfg++": "DPM++ 2S ancestral with the CFG++ rule for guidance: two evaluations per step, "
+                       "stochastic.",
+    "dpm++2m-cfg++": "DPM++ 2M with the CFG++ rule for guidance: one evaluation per step.",
+    "res-multistep-cfg++": "RES multistep with the CFG++ rule for guidance.",
+    "res-multistep-a-cfg++": "RES multistep ancestral with the CFG++ rule for guidance: stochastic.",
+    "gradient-estimation-cfg++": "Gradient estimation with the CFG++ rule for guidance.",
+    "ddim-cfg++": "DDIM with the CFG++ rule: the guided clean image, but the unconditional noise to re-noise "
+                  "it; without guidance it is DDIM.",
 }
+
+# The sampler list in the families people know them by (ComfyUI / A1111 users look for these), in this order.
+GROUPS = {
+    "DDPM / DDIM": ("ddim", "ddpm", "ddpm-k", "lcm"),
+    "Multistep (PNDM, LMS)": ("pndm", "plms", "f-pndm", "s-pndm", "ipndm", "ipndm-v", "lms"),
+    "Karras ODE": ("euler", "heun", "heunpp2", "dpm2", "gradient-estimation"),
+    "DPM-Solver, UniPC, DEIS": ("dpm-solver++", "dpm-solver", "dpm-solver-singlestep", "dpm-solver-fast",
+                                "dpm-solver-adaptive", "unipc", "deis", "res-multistep", "exp-heun-2-x0"),
+    "Ancestral and SDE": ("euler-a", "dpm2-a", "dpm++2s-a", "sde-dpm-solver++", "dpm++sde", "dpm++2m-sde",
+                          "dpm++2m-sde-heun", "dpm++3m-sde", "res-multistep-a", "exp-heun-2-x0-sde", "seeds-2",
+                          "seeds-3", "er-sde"),
+    "CFG++ guidance": ("euler-cfg++", "euler-a-cfg++", "dpm++2s-a-cfg++", "dpm++2m-cfg++", "res-multistep-cfg++",
+                       "res-multistep-a-cfg++", "gradient-estimation-cfg++", "ddim-cfg++"),
+}
+GROUP_OF = {name: group for group, names in GROUPS.items() for name in names}
+
 
 # Labels of the controls: words, not the API's parameter names (the settings JSON keeps those).
 LABELS = {
@@ -76,6 +129,8 @@ LABELS = {
     "y_axis": "Vertical axis", "prediction_type": "Prediction", "noise": "Noise source",
     "beta_alpha": "Beta shape a", "beta_beta": "Beta shape b", "beta_d": "VP beta range", "beta_min": "VP smallest beta",
     "eps_s": "VP end time", "laplace_mu": "Laplace centre", "laplace_beta": "Laplace width",
+    "cfg_pp": "CFG++ guidance", "r": "Inner evaluation point", "stage_rule": "Second-stage weight",
+    "ge_gamma": "Newest slope weight",
 }
 
 # Options that only some grids read: hidden for the others.

@@ -434,6 +434,10 @@ def build_app(limits: lab.Limits | None = None) -> gr.Blocks:
                           api_visibility="undocumented", concurrency_limit=None, show_progress="hidden")
         cmp["dice"].click(lambda: random.randint(0, 2**31 - 1), None, cmp["seed"], api_visibility="private",
                           queue=False)
+    # fair queueing and the cost budget, checked before an event takes a place in the queue
+    views.common.admit_fairly(demo, limits, {
+        "generate": lambda v: lab.budget.check(lab.budget.generate_cost(lab.parse_generate(v, limits), limits), limits),
+        "compare": lambda v: lab.budget.check(lab.budget.compare_cost(lab.parse_compare(v, limits), limits), limits)})
     demo.limits = limits
     return demo
 
@@ -484,5 +488,7 @@ if __name__ == "__main__":
         # reloaded per call (spaces moves module-level CUDA tensors to the GPU it lends).
         lab.load_model(lab.initial_model()[0])
     app_limits = lab.Limits.from_env()
+    # the cost budget's forward time, measured before anyone is served (an idle machine)
+    lab.budget.forward_time(lab.prepare(lab.initial_model()[0], 1, lab.Conditioning(), app_limits))
     views.compare.warm_arrival(lab.initial_model()[0], app_limits)   # the first visitor finds it ready
     launch(build_app(app_limits))

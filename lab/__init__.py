@@ -9,6 +9,8 @@ the reference, pictures and streaming. ``app.py`` and ``views/`` only draw contr
     runs.py       preparing a run (model function, sampler, noise); run records; Live (for Stop)
     generate.py   one streamed run          compare.py   set-ups batched from the same noise
     reference.py  the one reference solve   trace.py     how a run's picture formed
+    admission.py  fair queueing: places per visitor (session, forwarded address)
+    budget.py     what a request costs this machine (seconds), refused above MAX_SECONDS; ZeroGPU durations
     reproduce.py  settings and the Python that repeats a run
     pictures.py   images, previews, scatter plots    streaming.py  worker thread, preview throttle
     tables.py     numbers for tables (significant digits)    analysis.py  page data: error curves, densities, traces, schedule table
@@ -20,7 +22,9 @@ from lab.catalog import (FALLBACK_MODEL, HUB_RESOLUTION, EXTRA_MODELS, ModelInfo
                          load_model, model_choices, model_description, register_model)
 from lab.compare import CompareProgress, compare  # noqa: F401
 from lab.generate import Progress, generate  # noqa: F401
-from lab.limits import Limits, compare_gpu_seconds, generate_gpu_seconds, gpu_seconds  # noqa: F401
+from lab import admission, budget  # noqa: F401
+from lab.budget import compare_gpu_seconds, generate_gpu_seconds  # noqa: F401
+from lab.limits import Limits, gpu_seconds  # noqa: F401
 from lab.options import (CLIPPING_OPTIONS, MAIN_PARAMS, MODEL_OWNED_OPTIONS, check_option,  # noqa: F401
                          generate_params, is_main, jsonable, kernel_options, kernel_text, method, method_applies, option_choices,
                          option_name, option_of, param_name, public_options, request_options)

@@ -13,7 +13,7 @@ from lab.catalog import ModelInfo
 from lab.limits import Limits
 from lab.options import CLIPPING_OPTIONS, public_options
 from lab.pictures import final_pictures, preview, stack
-from lab import reference
+from lab import budget, reference
 from lab.requests import CompareRequest
 from lab.runs import Live, Tracked, build_sampler, make_noise, new_run, prepare
 from lab.streaming import Throttle, relay
@@ -43,6 +43,7 @@ def compare(request: CompareRequest, limits: Limits, clock=time.perf_counter,
     ``live`` (optional) is kept up to date with each set-up's latest step, for a Stop to report."""
     prepared = prepare(request.model, request.num_images, request.cond, limits)
     info = prepared.info
+    budget.check(budget.compare_cost(request, limits, prepared), limits)
     built = [build_sampler(info, s, request.cond, limits, where=f"setups[{i}]: ") for i, s in enumerate(request.setups)]
     jobs = []
     for sampler in built:

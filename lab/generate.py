@@ -8,6 +8,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from lab import budget
 from lab.limits import Limits
 from lab.options import jsonable, public_options
 from lab.pictures import final_pictures, preview
@@ -46,6 +47,7 @@ def generate(request: GenerateRequest, limits: Limits, clock=time.perf_counter,
     prepared = prepare(request.model, request.num_images, request.cond, limits)
     info = prepared.info
     sampler = build_sampler(info, request.setup, request.cond, limits)
+    budget.check(budget.run_cost(prepared, [sampler.nfe], request.num_images), limits)
     noise, generator = make_noise(request.seed, request.num_images, info.event_shape, info.device)
     settings = settings_with_model(
         settings_of(request.model, info, request.setup, sampler, request.seed, request.num_images,

@@ -26,14 +26,17 @@ class Limits:
     queue_size: int = 16          # QUEUE_SIZE: waiting requests before new ones are turned away
     concurrency: int = 1          # MAX_CONCURRENCY: model runs at the same time
     preview_fps: float = 10.0     # PREVIEW_FPS: preview images per second at most
+    max_seconds: float = 60.0     # MAX_SECONDS: estimated seconds of this machine one request may cost
+    visitor_slots: int = 2        # VISITOR_SLOTS: runs one visitor may have queued or running at once
 
     ENV = {"max_steps": "MAX_STEPS", "max_nfe": "MAX_NFE", "max_images": "MAX_IMAGES",
            "max_points": "MAX_POINTS", "max_compare": "MAX_COMPARE", "max_resolution": "MAX_RESOLUTION",
            "reference_steps": "REFERENCE_STEPS", "queue_size": "QUEUE_SIZE", "concurrency": "MAX_CONCURRENCY",
-           "preview_fps": "PREVIEW_FPS"}
+           "preview_fps": "PREVIEW_FPS", "max_seconds": "MAX_SECONDS", "visitor_slots": "VISITOR_SLOTS"}
     BOUNDS = {"max_steps": (1, 1000), "max_nfe": (1, 10000), "max_images": (1, 256), "max_points": (1, 100000),
               "max_compare": (1, 6), "max_resolution": (8, 1024), "reference_steps": (10, 1000),
-              "queue_size": (1, 1000), "concurrency": (1, 64), "preview_fps": (0.1, 60.0)}
+              "queue_size": (1, 1000), "concurrency": (1, 64), "preview_fps": (0.1, 60.0),
+              "max_seconds": (1.0, 3600.0), "visitor_slots": (1, 1000)}
 
     @classmethod
     def from_env(cls, environ=None) -> "Limits":
@@ -46,7 +49,7 @@ class Limits:
             raw = env.get(name)
             if raw is None or str(raw).strip() == "":
                 continue
-            kind = float if f.name == "preview_fps" else int
+            kind = float if f.name in ("preview_fps", "max_seconds") else int
             lo, hi = cls.BOUNDS[f.name]
             try:
                 value = kind(str(raw).strip())
@@ -62,7 +65,9 @@ class Limits:
         return (f"steps ≤ {self.max_steps} (NFE ≤ {self.max_nfe}), images ≤ {self.max_images} "
                 f"(2-D points ≤ {self.max_points}), set-ups ≤ {self.max_compare}, "
                 f"resolution ≤ {self.max_resolution} px, "
-                f"{self.concurrency} run(s) at a time, queue ≤ {self.queue_size}")
+                f"about {self.max_seconds:g} s of this machine per request, "
+                f"{self.concurrency} run(s) at a time, queue ≤ {self.queue_size}, "
+                f"{self.visitor_slots} run(s) per visitor queued or running")
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -71,19 +76,3 @@ class Limits:
 def gpu_seconds(evaluations: int, rows: int) -> int:
     """A generous estimate of GPU time for ``evaluations`` forward passes of ``rows`` images."""
     return int(min(120, max(15, 10 + 0.05 * evaluations * max(1, math.ceil(rows / 8)))))
-
-
-def generate_gpu_seconds(values: dict, limits: Limits) -> int:
-    steps = values.get("steps") if isinstance(values.get("steps"), (int, float)) else 20
-    count = values.get("num_images") if isinstance(values.get("num_images"), (int, float)) else 1
-    return gpu_seconds(int(min(steps, limits.max_steps)) * 2, int(min(count, limits.max_images)))
-
-
-def compare_gpu_seconds(values: dict, limits: Limits) -> int:
-    setups = values.get("setups") if isinstance(values.get("setups"), list) else []
-    total = sum(int(s.get("steps", 20)) if isinstance(s, dict) and isinstance(s.get("steps"), (int, float)) else 20
-                for s in setups[:limits.max_compare]) or 20
-    if values.get("reference"):
-        total += limits.reference_steps
-    count = values.get("num_images") if isinstance(values.get("num_images"), (int, float)) else 1
-    return gpu_seconds(total * 2, int(min(count, limits.max_images)) * max(1, len(setups)))

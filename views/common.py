@@ -59,8 +59,10 @@ def cancel_watch():
     updates; a run waiting for its next model evaluation is "busy" then and may finish first. A
     cancel also queues a "completed" message for the request's client (and, once sent, takes its
     event id out of the session's pending set): the sampling worker looks for either after every
-    evaluation. Reads only (from the worker thread); call this in the handler, where Gradio's
-    context names the request.
+    evaluation. A client that went away (its browser tab or its HTTP stream closed) leaves its
+    running event marked not alive: that stops the run too, and frees its place.
+    Reads only (from the worker thread); call this in the handler, where Gradio's context names the
+    request.
     """
     from gradio.context import LocalContext
 
@@ -73,8 +75,11 @@ def cancel_watch():
             and event_id in pending.get(session, ())):
         return lambda: False   # not a queued request (or a Gradio without this bookkeeping): close() only
 
+    events = getattr(queue, "event_ids_to_events", None)
+    event = events.get(event_id) if isinstance(events, dict) else None
+
     def cancelled() -> bool:
-        if event_id not in dict.get(pending, session, ()):
+        if event_id not in dict.get(pending, session, ()) or (event is not None and not event.alive):
             return True
         waiting = dict.get(messages, session)   # plain dict.get: the LRU cache's own get reorders it
         return any(getattr(m, "event_id", None) == event_id and str(getattr(m, "msg", "")).endswith("process_completed")
@@ -138,3 +143,48 @@ def slot_samplers(values: dict, count: int, info: lab.ModelInfo, limits: lab.Lim
     cond = conditioning(values)
     return [(f"{i}: {spec.label()}", lab.build_sampler(info, spec, cond, limits, where=f"set-up {i}: "))
             for i, spec in slot_setups(values, count, limits)]
+
+
+def admission_validator(demo: gr.Blocks, fn, limits: lab.Limits, check=None):
+    """A Gradio validator for a model event: the request's own cost first (``check(values)`` raises a
+    ValueError naming the budget), then this visitor's places in the queue. Runs before the event is
+    queued, so a refusal takes no place; it is one log line and the page shows its message."""
+    names = list(inspect.signature(fn.fn).parameters) if fn.fn is not None else []
+    names = names[:len(fn.inputs)] + [f"input_{i}" for i in range(len(names), len(fn.inputs))]
+
+    def validate(*args):
+        *values, request = args
+        refusal = None
+        if check is not None:
+            try:
+                check(dict(zip(names, values)))
+            except lab.budget.BudgetExceeded as exc:
+                refusal = str(exc)
+            except (ValueError, FileNotFoundError, OSError):
+                pass   # any other refusal: the handler names it (the page's own checks ran first)
+        if refusal is None:
+            visitor = lab.admission.visitor_of(getattr(request, "session_hash", None),
+                                               getattr(request, "headers", None))
+            refusal = lab.admission.admit(demo._queue, visitor, limits.visitor_slots)
+        if refusal is None:
+            return [gr.validate(True, "")] * len(names)
+        log.warning("refused /%s: %s", fn.api_name, refusal)
+        return [gr.validate(False, refusal)] + [gr.validate(True, "")] * (len(names) - 1)
+
+    validate.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+        + [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)])
+    validate.__annotations__ = {"request": gr.Request}
+    return validate
+
+
+def admit_fairly(demo: gr.Blocks, limits: lab.Limits, checks: dict, concurrency_id: str = "model") -> list[str]:
+    """Put the admission validator on every public event of the model group (``checks``: api name ->
+    budget check of its raw values). Returns the api names it guards."""
+    guarded = []
+    for fn in demo.fns.values():
+        if fn.concurrency_id == concurrency_id and fn.api_name and not fn.is_validator_function \
+                and fn.validator is None and fn.api_visibility != "private":
+            fn.validator = admission_validator(demo, fn, limits, checks.get(fn.api_name))
+            guarded.append(fn.api_name)
+    return guarded

@@ -6,7 +6,12 @@ Two problems with known answers (float64, image-shaped 3x16x16, batch 8):
 - ``gaussian``: x0 ~ N(mu, diag(var)) with per-pixel means and variances; the probability-flow
   ODE has an exact flow map, so the error is exact.
 - ``mixture``: four image-shaped Gaussian modes (models.analytic.GaussianMixture); the reference
-  is a fine RK4 solve in log sigma (its own error is printed; it is far below every entry).
+  is the kernel's reference solve (``samplers.reference.reference_for``, the default reference of
+  ``lab.analysis.error_curve``: adaptive Dormand-Prince 5(4) in log sigma, tolerance 1e-9).  Its
+  own error is printed in the table's header: its difference to a 100x tighter solve on
+  ``mixture`` and to the exact flow on ``gaussian``; it is far below every entry.  The header also
+  states how far the reference of Compare / Error vs steps on models without a closed form
+  (lab/reference.py: a 200-step F-PNDM solve) is from it on these two problems.
 
 Each sampler starts from the same noise at sigma_max (t = T-1) on a Karras grid (``--grid``;
 samplers with a grid of their own keep it) and is compared with the exact solution between its
@@ -16,7 +21,7 @@ are chosen so the model evaluations do not exceed the target; a cell whose actua
 is marked "(n)".
 
     python bench/accuracy.py [--nfe 5 6 8 10 15 20 50] [--grid karras|logsnr|trailing] [--batch 8]
-                             [--no-diffusers] [--no-plot]
+                             [--reference-tolerance 1e-9] [--no-diffusers] [--no-plot] [--out DIR]
 
 Writes bench/results/accuracy.md and bench/results/accuracy.png (needs matplotlib).
 """
@@ -38,8 +43,10 @@ sys.path.insert(0, ROOT)
 
 import samplers  # noqa: E402
 from models.analytic import GaussianData, GaussianMixture  # noqa: E402
+from lab import reference as lab_reference  # noqa: E402
+from lab.limits import Limits  # noqa: E402
 from samplers import diffusers_config  # noqa: E402
-from samplers.schedule import vp_coefficients  # noqa: E402
+from samplers.reference import TOLERANCE, ode_reference, reference_for  # noqa: E402
 
 TABLE_SPACINGS = ("leading", "linspace", "trailing")
 SHAPE = (3, 16, 16)
@@ -56,54 +63,37 @@ def gaussian_data() -> GaussianData:
     return GaussianData(mu, var)
 
 
-def rk4_reference(model, x: torch.Tensor, k_from: float, k_to: float, steps: int) -> torch.Tensor:
-    """Solve d(x/alpha)/d(log k) = k * eps(x, k) with RK4 from k_from to k_to (0: to 1e-7, then one
-    Euler step to 0, whose error is O(1e-14))."""
-    def eps(y, k):
-        a, s = vp_coefficients(k)
-        col = lambda v: torch.full((y.shape[0], 1), v, dtype=y.dtype)  # noqa: E731
-        flat = (a * y).reshape(y.shape[0], -1)
-        # the analytic models' (alpha, sigma) hook: it also takes noise levels below the schedule's
-        return model._x0_eps(flat, col(a), col(s))[1].reshape(y.shape)
-
-    a0, _ = vp_coefficients(k_from)
-    y = x / a0
-    end = k_to if k_to > 0 else 1e-7
-    us = np.linspace(math.log(k_from), math.log(end), steps + 1)
-    for u, u2 in zip(us[:-1], us[1:]):
-        h = u2 - u
-        f = lambda uu, yy: math.exp(uu) * eps(yy, math.exp(uu))  # noqa: E731
-        k1 = f(u, y)
-        k2 = f(u + h / 2, y + h / 2 * k1)
-        k3 = f(u + h / 2, y + h / 2 * k2)
-        k4 = f(u2, y + h * k3)
-        y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-    if k_to == 0:
-        y = y - end * eps(y, end)
-    a_end, _ = vp_coefficients(k_to)
-    return a_end * y
-
-
 class Problem:
-    def __init__(self, name, model, noise, exact, reference_steps=0):
-        self.name, self.model, self.noise, self.exact = name, model, noise, exact
-        self.reference_steps = reference_steps
+    """A model, the shared starting noise and its reference (``reference_for``: the exact flow map
+    where the model has one, else the adaptive ODE solve), cached per (start, end) noise level.
+    ``reference_error``: the largest difference of the reference to an independent check over the
+    levels asked for: the ODE solve against the exact flow where there is one, else against the same
+    solve at a 100x tighter tolerance."""
+
+    def __init__(self, name, model, noise, tolerance: float = TOLERANCE):
+        self.name, self.model, self.noise = name, model, noise
+        self.exact = callable(getattr(model, "flow", None))
+        self.solve = reference_for(model, tolerance)
+        self.check = ode_reference(model, tolerance if self.exact else tolerance / 100)
         self._cache = {}
         self.reference_error = 0.0
 
     def reference(self, k_from: float, k_to: float) -> torch.Tensor:
         key = (round(k_from, 9), round(k_to, 12))
         if key not in self._cache:
-            if self.exact:
-                sch = self.model.schedule
-                end = "clean" if k_to == 0 else float(sch.t_of_sigma(k_to))
-                self._cache[key] = self.model.flow(self.noise, float(sch.t_of_sigma(k_from)), end)
-            else:
-                fine = rk4_reference(self.model, self.noise, k_from, k_to, self.reference_steps)
-                coarse = rk4_reference(self.model, self.noise, k_from, k_to, self.reference_steps // 2)
-                self.reference_error = max(self.reference_error, rel_error(coarse, fine))
-                self._cache[key] = fine
+            ref = self.solve(self.noise, k_from, k_to)
+            self.reference_error = max(self.reference_error, rel_error(self.check(self.noise, k_from, k_to), ref))
+            self._cache[key] = ref
         return self._cache[key]
+
+
+def lab_reference_error(problem: Problem) -> float:
+    """How far Compare's reference solve on models without a closed form (lab.reference: F-PNDM,
+    REFERENCE_STEPS steps, trailing grid, t = T-1 to sigma 0) lands from this problem's reference."""
+    config = problem.model.scheduler_config
+    sampler = lab_reference.solver(config, Limits().reference_steps)
+    sig = sampler.grid.sigma
+    return rel_error(sampler.sample(problem.model, problem.noise), problem.reference(float(sig[0]), float(sig[-1])))
 
 
 def rel_error(x, ref) -> float:
@@ -270,7 +260,7 @@ def markdown(results, problems, methods, targets, with_diffusers, reference_note
              "Relative L2 error of the final sample against the exact probability-flow solution from the same "
              f"noise (float64, 3x16x16, batch 8; {grid} grid wherever a sampler takes one, each sampler's own "
              "final noise level; diffusers: the same config, so the same grid). `gaussian`: exact flow map. "
-             f"`mixture`: RK4 reference ({reference_note}). A value marked (n) used n evaluations instead of "
+             f"`mixture`: {reference_note}. A value marked (n) used n evaluations instead of "
              "the target; — = not available at that NFE (or no diffusers class). Stochastic samplers run their "
              "eta = 0 (ODE) path; CFG++ forms are their plain samplers on these unguided models.", ""]
     for target in targets:
@@ -331,7 +321,8 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--grid", choices=sorted(GRID_KEYS), default="karras",
                         help="the grid of every sampler that takes one (default karras, rho 7)")
-    parser.add_argument("--reference-steps", type=int, default=1600)
+    parser.add_argument("--reference-tolerance", type=float, default=TOLERANCE,
+                        help="tolerance of the reference ODE solve on mixture (default %(default)g)")
     parser.add_argument("--no-diffusers", action="store_true")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
@@ -347,8 +338,8 @@ def main():
     start = time.perf_counter()
     noise = torch.randn(args.batch, *SHAPE, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     mixture = GaussianMixture.image_shaped(SHAPE, num_modes=4, std=0.1)
-    problems = [Problem("gaussian", gaussian_data(), noise, exact=True),
-                Problem("mixture", mixture, noise, exact=False, reference_steps=args.reference_steps)]
+    problems = [Problem("gaussian", gaussian_data(), noise, args.reference_tolerance),
+                Problem("mixture", mixture, noise, args.reference_tolerance)]
     methods = deterministic_methods()
     results = {}
     for m in methods:
@@ -358,8 +349,15 @@ def main():
             for target in args.nfe:
                 results[(p.name, m, target)] = measure(p, m, target, config, args.grid, with_diffusers)
         print(f"  {m} done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
-    note = (f"{args.reference_steps} steps in log sigma; its difference to half the steps "
-            f"{problems[1].reference_error:.1e}")
+    lab_errors = [lab_reference_error(p) for p in problems]
+    tol = args.reference_tolerance
+    note = (f"the kernel's reference ODE solve (`samplers.reference.reference_for`, the default of "
+            f"`lab.analysis.error_curve`: adaptive Dormand-Prince 5(4) in log sigma, tolerance {tol:g}; "
+            f"its difference to the same solve at tolerance {tol / 100:g} "
+            f"{problems[1].reference_error:.1e}, the same solve on `gaussian` {problems[0].reference_error:.1e} "
+            f"from the exact flow). The reference of Compare and Error vs steps on models without a closed "
+            f"form (`lab/reference.py`: {Limits().reference_steps}-step {lab_reference.METHOD}, t = T-1 to 0) is "
+            f"{lab_errors[0]:.1e} (gaussian) and {lab_errors[1]:.1e} (mixture) from these references")
     text = markdown(results, problems, methods, args.nfe, with_diffusers, note, args.grid)
     print(text)
     os.makedirs(args.out, exist_ok=True)

@@ -31,7 +31,7 @@ from samplers.core import Sampler, Step
 from samplers.evaluation import (SAME_SIGMA, _as_tensor, _check_sampler, _lambda, _model_answer, _num,  # noqa: F401
                          _walk, evaluation_points, fit_order, is_adaptive, trajectories)
 from samplers.reference import (Reference, _prediction_type_of, _schedule_of, flow_reference, ode_reference,  # noqa: F401
-                        reference_trajectory)
+                        reference_for, reference_trajectory)
 from samplers.schedule import NoiseSchedule
 
 def schedule_table(setups) -> list[dict]:
@@ -206,8 +206,8 @@ def error_curve(method: str, options: dict | None, model, noise, reference: Refe
     |x - x_ref| / |x_ref| over the whole batch, ``seconds`` (the run and its reference).
 
     ``reference(x_start, sigma_start, sigma_end)`` maps the sampler's own first sample (VP, at its
-    first noise level) to the end of its grid; default: ``flow_reference(model)`` when the model
-    has an exact flow map (GaussianData), else ``ode_reference(model)``, cached per start level.
+    first noise level) to the end of its grid; default: ``reference_for(model)``: ``flow_reference(model)``
+    when the model has an exact flow map (GaussianData), else ``ode_reference(model)``, cached per start level.
     The error is against the deterministic flow: for stochastic settings (eta > 0, ancestral
     methods) it measures the sampler's spread, not a convergence order.  Use float64 noise and
     model to see errors far below float32 rounding.
@@ -218,7 +218,7 @@ def error_curve(method: str, options: dict | None, model, noise, reference: Refe
     noise = _as_tensor(noise, "noise")
     runs = planned_runs(method, options, schedule, nfe_targets)   # names a bad method, option or target first
     if reference is None:
-        reference = flow_reference(model) if callable(getattr(model, "flow", None)) else ode_reference(model)
+        reference = reference_for(model)
     cache: dict = {}
     reported = set()
     for target, steps, _ in runs:

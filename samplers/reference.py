@@ -1,5 +1,7 @@
 """The reference solve: the probability-flow ODE integrated to a tight tolerance (adaptive
 Dormand-Prince in log sigma), for any model; and the exact flow where a model has one.
+``reference_for(model)`` picks between the two: the error curves (lab.analysis.error_curve) and
+bench/accuracy.py measure against it.
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from .core import Sampler
 from .evaluation import _as_tensor, evaluation_points
 from .model_wrapper import predict
 from .schedule import NoiseSchedule, vp_coefficients
+
+TOLERANCE = 1e-9   # the default tolerance: relative errors of about 1e-9 (bench/accuracy.py measures them)
+
 
 def _schedule_of(model, schedule: NoiseSchedule | None) -> NoiseSchedule:
     if schedule is not None:
@@ -151,7 +156,7 @@ def _sigma_axis(sigmas) -> list[float]:
 
 
 def reference_trajectory(model, starts, sigmas, schedule: NoiseSchedule | None = None,
-                         prediction_type: str | None = None, tolerance: float = 1e-9) -> np.ndarray:
+                         prediction_type: str | None = None, tolerance: float = TOLERANCE) -> np.ndarray:
     """A very accurate probability-flow solve through the noise levels ``sigmas``.
 
     ``starts``: VP samples at ``sigmas[0]`` (e.g. ``trajectories(...)[0]``); ``sigmas``: the noise
@@ -201,7 +206,7 @@ def flow_reference(model) -> Reference:
     return reference
 
 
-def ode_reference(model, tolerance: float = 1e-9, schedule: NoiseSchedule | None = None,
+def ode_reference(model, tolerance: float = TOLERANCE, schedule: NoiseSchedule | None = None,
                   prediction_type: str | None = None) -> Reference:
     """A reference for any model: ``reference_trajectory`` between the two noise levels."""
     def reference(x, sigma_start, sigma_end):
@@ -209,3 +214,12 @@ def ode_reference(model, tolerance: float = 1e-9, schedule: NoiseSchedule | None
         return torch.as_tensor(ends, dtype=x.dtype, device=x.device)
 
     return reference
+
+
+def reference_for(model, tolerance: float = TOLERANCE, schedule: NoiseSchedule | None = None,
+                  prediction_type: str | None = None) -> Reference:
+    """The reference for ``model``: its exact flow map where it has one (``flow_reference``), else
+    the adaptive solve ``ode_reference`` to ``tolerance``."""
+    if callable(getattr(model, "flow", None)):
+        return flow_reference(model)
+    return ode_reference(model, tolerance, schedule, prediction_type)

@@ -15,6 +15,15 @@ the server is stopped at the end however the script ends (and stops itself if or
 
     python bench/load.py              # 16 clients, then 64 queued (QUEUE_SIZE 16, 1 run at a time)
     python bench/load.py --quick      # 4 clients, then 12 queued with QUEUE_SIZE 4 (CI, < 60 s)
+    python bench/load.py --flood      # one visitor floods: a second visitor's wait, before / after the cap
+    python bench/load.py --flood --quick
+
+The flood scenario (``--flood``) starts the server twice, without the per-visitor cap
+(VISITOR_SLOTS=1000: Gradio's plain first-in first-out queue) and with the default cap: one
+visitor submits ``--flood-jobs`` (20) heavy runs and never reads them while ``--visitors`` (5)
+other visitors each ask for a 5-step DDIM picture; it reports the flooder's places, the visitors'
+p50 / p95 wait and refusals, then ``--mixed`` (200) mixed runs (Generate, Compare, cancelled and
+refused ones) with the server's RSS and temp folder before and after.
 
 Exit status 1 when a result differs from its solo run, a client fails with anything but the
 queue-full refusal, a client is unaccounted for, or the temp folder / RSS grows past a bound.
@@ -82,6 +91,148 @@ def percentile(values: list[float], q: float) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # the server (subprocess)
+
+
+def start_server(args, temp: Path, extra_env: dict) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = free_port()
+    env = dict(os.environ, GRADIO_TEMP_DIR=str(temp / "gradio"), GRADIO_ANALYTICS_ENABLED="False",
+               QUEUE_SIZE=str(args.queue_size), MAX_CONCURRENCY=str(args.concurrency), PYTHONPATH=str(REPO),
+               OMP_NUM_THREADS="1", **extra_env)
+    server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(port),
+                               "--time-limit", str(args.time_limit + 30)], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited early:\n{server.stdout.read()[-3000:]}")
+        if time.time() > deadline:
+            raise RuntimeError("the server did not start within 120 s")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def flood_round(url: str, jobs: int, visitors: int, timeout: float) -> dict:
+    """One visitor submits ``jobs`` heavy runs and walks away; ``visitors`` others ask for 5 steps."""
+    from gradio_client import Client
+
+    flooder = Client(url, verbose=False)
+    submitted = [flooder.submit(model="tiny-slow", sampler="ddpm", steps=40, num_images=2, api_name="/generate")
+                 for _ in range(jobs)]
+    time.sleep(1.0)   # the flood is in the queue before anyone else arrives
+    held = sum(1 for j in submitted if not (j.done() and j.exception() is not None))
+    waits, refused, messages = [], 0, set()
+    out = [dict() for _ in range(visitors)]
+
+    def visit(i):
+        start = time.perf_counter()
+        try:
+            Client(url, verbose=False).predict(model=MODEL, sampler="ddim", steps=5, seed=i, api_name="/generate")
+            out[i]["wait"] = time.perf_counter() - start
+        except Exception as exc:
+            out[i]["error"] = f"{type(exc).__name__}: {exc}"
+
+    threads = [threading.Thread(target=visit, args=(i,), daemon=True) for i in range(visitors)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=timeout)
+    for o in out:
+        if "wait" in o:
+            waits.append(o["wait"])
+        else:
+            refused += 1
+            messages.add(o.get("error", "no answer in time")[:120])
+    flood_refusals = {str(j.exception())[:120] for j in submitted if j.done() and j.exception() is not None}
+    return dict(flood_jobs=jobs, flood_held=held, visitors=visitors, served=len(waits), refused=refused,
+                p50_s=round(percentile(waits, 50), 2), p95_s=round(percentile(waits, 95), 2),
+                visitor_errors=sorted(messages), flood_refusal=sorted(flood_refusals)[:1])
+
+
+def mixed_runs(url: str, count: int, timeout: float) -> dict:
+    """``count`` mixed requests, one after another: Generate, Compare, a cancelled run, a refused one."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    kinds = {"generate": 0, "compare": 0, "cancelled": 0, "refused": 0}
+    end = time.time() + timeout
+    for i in range(count):
+        if time.time() > end:
+            break
+        kind = ("generate", "compare", "cancelled", "refused")[i % 4]
+        try:
+            if kind == "generate":
+                client.predict(model=MODEL, sampler="ddim", steps=5, seed=i, num_images=2, api_name="/generate")
+            elif kind == "compare":
+                client.predict(model=MODEL, setups=[{"sampler": "ddim", "steps": 4}, {"sampler": "unipc", "steps": 4}],
+                               seed=i, reference=False, api_name="/compare")
+            elif kind == "cancelled":
+                job = client.submit(model="tiny-slow", sampler="ddim", steps=100, seed=i, api_name="/generate")
+                time.sleep(0.3)
+                job.cancel()
+                time.sleep(0.3)
+            else:
+                client.predict(model=MODEL, steps=5000, api_name="/generate")
+        except Exception:   # the refused kind (and any other refusal) answers with an error
+            pass
+        kinds[kind] += 1
+    return kinds
+
+
+def flood(args) -> int:
+    temp = Path(tempfile.mkdtemp(prefix="sampler-lab-flood-"))
+    rounds, memory = [], {}
+    try:
+        for label, env in (("before: no per-visitor cap (VISITOR_SLOTS=1000)", {"VISITOR_SLOTS": "1000"}),
+                           ("after: the default cap", {})):
+            server, url = start_server(args, temp / label[:5], env)
+            try:
+                result = flood_round(url, args.flood_jobs, args.visitors, timeout=args.time_limit / 2)
+                rounds.append(dict(setting=label, **result))
+                if not env:   # memory over mixed runs, on the capped server once its flood has drained
+                    time.sleep(1.0)
+                    memory["rss_before_mb"] = round(rss_mb(server.pid), 1)
+                    memory["runs"] = mixed_runs(url, args.mixed, timeout=args.time_limit / 2)
+                    memory["rss_after_mb"] = round(rss_mb(server.pid), 1)
+                    memory["temp_mb"], memory["temp_files"] = folder_size(temp / label[:5] / "gradio")
+            finally:
+                stop_server(server)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    print(f"flood over loopback: one visitor submits {args.flood_jobs} runs (tiny-slow, DDPM 40 steps, 2 images) "
+          f"and never reads them; {args.visitors} other visitors each ask for a 5-step DDIM picture of {MODEL}; "
+          f"QUEUE_SIZE={args.queue_size}, MAX_CONCURRENCY={args.concurrency}\n")
+    print("| setting | flood places held | visitors served | visitors refused | visitor wait p50 s | p95 s |")
+    print("|---|---|---|---|---|---|")
+    for r in rounds:
+        print(f"| {r['setting']} | {r['flood_held']}/{r['flood_jobs']} | {r['served']}/{r['visitors']} | "
+              f"{r['refused']} | {r['p50_s']} | {r['p95_s']} |")
+    for r in rounds:
+        for e in r["visitor_errors"] + r["flood_refusal"]:
+            print(f"{r['setting'][:6]} refusal: {e!r}")
+    print(f"\nmixed runs {memory.get('runs')}: server RSS {memory.get('rss_before_mb')} MB before, "
+          f"{memory.get('rss_after_mb')} MB after; Gradio temp folder {round(memory.get('temp_mb', 0), 2)} MB "
+          f"in {memory.get('temp_files')} files")
+    if args.json:
+        args.json.write_text(json.dumps(dict(rounds=rounds, memory=memory), indent=2))
+    after = rounds[-1]
+    ok = (after["served"] == after["visitors"] and after["p95_s"] <= 30
+          and memory["rss_after_mb"] < memory["rss_before_mb"] + RSS_GROWTH_LIMIT_MB and memory["temp_mb"] < TEMP_LIMIT_MB)
+    return 0 if ok else 1
 
 
 def serve(port: int, lifetime: float) -> None:
@@ -173,11 +324,19 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--time-limit", type=float, default=300.0, help="seconds for the whole script")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--flood", action="store_true", help="the flood scenario (see above)")
+    parser.add_argument("--flood-jobs", type=int, default=20)
+    parser.add_argument("--visitors", type=int, default=5)
+    parser.add_argument("--mixed", type=int, default=200, help="mixed runs for the memory bound (--flood)")
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve is not None:
         serve(args.serve, args.time_limit)
         return 0
+    if args.flood:
+        if args.quick:
+            args.flood_jobs, args.visitors, args.mixed, args.time_limit = 8, 2, 24, min(args.time_limit, 150.0)
+        return flood(args)
     if args.quick:
         args.clients, args.queued, args.queue_size, args.time_limit = 4, 12, 4, min(args.time_limit, 90.0)
     for name in ("clients", "queued"):

@@ -49,26 +49,27 @@ def _timed(model, x, t, repeats: int = 2) -> float:
     return best
 
 
-def forward_time(prepared: Prepared) -> tuple[float, float]:
-    """(fixed, per-row) seconds of one forward pass of this prepared model (its guidance included)."""
+def forward_time(prepared: Prepared, measure: bool = True) -> tuple[float, float] | None:
+    """(fixed, per-row) seconds of one forward pass of this prepared model (its guidance included);
+    measured now if it never was (``measure=False``: None then)."""
     info = prepared.info
     key = (info.loaded, info.version, str(info.device), prepared.resolved.guidance_scale != 1.0)
     with _measuring:
         with _lock:
-            if key in _measured:
-                return _measured[key]
+            if key in _measured or not measure:
+                return _measured.get(key)
         return _measure(prepared, key)
 
 
 def _measure(prepared: Prepared, key: tuple) -> tuple[float, float]:
     info = prepared.info
     large = LARGE_POINTS if info.kind == "points" else LARGE
-    t = torch.tensor(500.0 if info.kind == "points" else 500, device=info.device)
     shape = tuple(info.event_shape)
+    t_of = lambda rows: torch.full((rows,), 500.0, device=info.device)   # a time per row, as the samplers give it
     x_small = torch.zeros((SMALL, *shape), device=info.device)
     x_large = torch.zeros((large, *shape), device=info.device)
-    prepared.model(x_small, t)   # warm-up: first-call allocations are not the steady cost
-    small, big = _timed(prepared.model, x_small, t), _timed(prepared.model, x_large, t)
+    prepared.model(x_small, t_of(SMALL))   # warm-up: first-call allocations are not the steady cost
+    small, big = _timed(prepared.model, x_small, t_of(SMALL)), _timed(prepared.model, x_large, t_of(large))
     per_row = max(0.0, (big - small) / (large - SMALL))
     fixed = max(small - per_row * SMALL, 1e-5)
     with _lock:
@@ -90,19 +91,23 @@ def forget() -> None:
 
 
 def run_cost(prepared: Prepared, nfes: list[int], count: int, extra_evaluations: int = 0,
-             what: str = "steps or num_images") -> Cost:
+             what: str = "steps or num_images", measure: bool = True) -> Cost | None:
     """Set-ups of ``nfes`` evaluations run together on ``count`` images each (one batched pass per
-    round), plus ``extra_evaluations`` passes of ``count`` rows (a reference solve)."""
-    fixed, per_row = forward_time(prepared)
+    round), plus ``extra_evaluations`` passes of ``count`` rows (a reference solve). None: not
+    measured and ``measure=False``."""
+    timing = forward_time(prepared, measure)
+    if timing is None:
+        return None
+    fixed, per_row = timing
     rounds = max(nfes, default=0)
     seconds = (rounds + extra_evaluations) * fixed + (sum(nfes) + extra_evaluations) * count * per_row
     return Cost(seconds, rounds + extra_evaluations, count * max(1, len(nfes)),
                 (sum(nfes) + extra_evaluations) * count, what)
 
 
-def check(cost: Cost, limits: Limits) -> None:
+def check(cost: Cost | None, limits: Limits) -> None:
     """Refuse a request whose estimate is above MAX_SECONDS, naming the budget and what to lower."""
-    if cost.seconds > limits.max_seconds:
+    if cost is not None and cost.seconds > limits.max_seconds:
         raise BudgetExceeded(
             f"this request would take about {cost.seconds:.0f} s of this machine ({cost.evaluations} model "
             f"evaluations of up to {cost.rows} images each); allowed: at most {limits.max_seconds:g} s per "
@@ -118,13 +123,13 @@ def gpu_seconds(cost: Cost | None, fallback: int) -> int:
     return int(min(120, max(15, 10 + 2 * seconds)))
 
 
-def generate_cost(request, limits: Limits, prepared: Prepared | None = None) -> Cost:
+def generate_cost(request, limits: Limits, prepared: Prepared | None = None, measure: bool = True) -> Cost | None:
     prepared = prepared or prepare(request.model, request.num_images, request.cond, limits)
     sampler = build_sampler(prepared.info, request.setup, request.cond, limits)
-    return run_cost(prepared, [sampler.nfe], request.num_images, what="steps or num_images")
+    return run_cost(prepared, [sampler.nfe], request.num_images, what="steps or num_images", measure=measure)
 
 
-def compare_cost(request, limits: Limits, prepared: Prepared | None = None) -> Cost:
+def compare_cost(request, limits: Limits, prepared: Prepared | None = None, measure: bool = True) -> Cost | None:
     prepared = prepared or prepare(request.model, request.num_images, request.cond, limits)
     nfes = [build_sampler(prepared.info, s, request.cond, limits, where=f"setups[{i}]: ").nfe
             for i, s in enumerate(request.setups)]
@@ -134,7 +139,7 @@ def compare_cost(request, limits: Limits, prepared: Prepared | None = None) -> C
         if key not in reference.cached():
             extra = reference.solver(scheduler_config(prepared.info, request.cond), limits.reference_steps).nfe
     return run_cost(prepared, nfes, request.num_images, extra,
-                    what="the steps, num_images or number of setups (or reference=false)")
+                    what="the steps, num_images or number of setups (or reference=false)", measure=measure)
 
 
 def generate_gpu_seconds(values: dict, limits: Limits) -> int:

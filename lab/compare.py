@@ -43,7 +43,7 @@ def compare(request: CompareRequest, limits: Limits, clock=time.perf_counter,
     ``live`` (optional) is kept up to date with each set-up's latest step, for a Stop to report."""
     prepared = prepare(request.model, request.num_images, request.cond, limits)
     info = prepared.info
-    budget.check(budget.compare_cost(request, limits, prepared), limits)
+    budget.check(budget.compare_cost(request, limits, prepared, measure=False), limits)   # see generate()
     built = [build_sampler(info, s, request.cond, limits, where=f"setups[{i}]: ") for i, s in enumerate(request.setups)]
     jobs = []
     for sampler in built:

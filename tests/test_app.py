@@ -20,8 +20,9 @@ register_test_models()
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# visitor_slots: these tests run four requests at once from one client (tests/test_flood.py covers the cap)
 LIMITS = lab.Limits(max_steps=200, max_images=8, max_points=2000, max_compare=6, concurrency=4, preview_fps=10,
-                       reference_steps=60)
+                    reference_steps=60, visitor_slots=8)
 
 
 def direct_steps(net, method, steps, seed, count, shape, class_index=None, null_label=None, scale=1.0, rescale=0.0,

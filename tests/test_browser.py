@@ -401,3 +401,21 @@ def test_choosing_a_2d_model_turns_the_error_views_images_into_points(desktop):
 
 def test_no_uncaught_page_errors_on_the_desktop_page(desktop):
     assert not desktop.errors, desktop.errors
+
+
+def test_closing_the_page_mid_run_stops_the_run_and_frees_its_place(browser, served):
+    import lab
+
+    page = open_page(browser, served[0], DESKTOP)
+    open_tab(page, "Generate")
+    set_steps(page, 200)
+    page.click("#generate-button")
+    page.wait_for_function("() => document.querySelector('#generate-status').innerText.startsWith('step ')",
+                           timeout=60_000)
+    page.close()   # the visitor leaves: Gradio marks the running event not alive, the worker stops
+    deadline = time.time() + 20
+    while lab.active_runs() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not lab.active_runs()
+    run = next(r for r in reversed(lab.RUNS) if r.kind == "generate")
+    assert run.nfe < 200, run

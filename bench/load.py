@@ -126,13 +126,12 @@ def stop_server(server: subprocess.Popen) -> None:
         server.kill()
 
 
-def flood_round(url: str, jobs: int, visitors: int, timeout: float) -> dict:
+def flood_round(url: str, jobs: int, visitors: int, timeout: float, heavy: dict) -> dict:
     """One visitor submits ``jobs`` heavy runs and walks away; ``visitors`` others ask for 5 steps."""
     from gradio_client import Client
 
     flooder = Client(url, verbose=False)
-    submitted = [flooder.submit(model="tiny-slow", sampler="ddpm", steps=40, num_images=2, api_name="/generate")
-                 for _ in range(jobs)]
+    submitted = [flooder.submit(**heavy, api_name="/generate") for _ in range(jobs)]
     time.sleep(1.0)   # the flood is in the queue before anyone else arrives
     waits, refused, messages = [], 0, set()
     out = [dict() for _ in range(visitors)]
@@ -140,7 +139,8 @@ def flood_round(url: str, jobs: int, visitors: int, timeout: float) -> dict:
     def visit(i):
         start = time.perf_counter()
         try:
-            Client(url, verbose=False).predict(model=MODEL, sampler="ddim", steps=5, seed=i, api_name="/generate")
+            Client(url, verbose=False).predict(model=heavy["model"], sampler="ddim", steps=5, seed=i,
+                                               api_name="/generate")
             out[i]["wait"] = time.perf_counter() - start
         except Exception as exc:
             out[i]["error"] = f"{type(exc).__name__}: {exc}"
@@ -198,12 +198,13 @@ def mixed_runs(url: str, count: int, timeout: float) -> dict:
 def flood(args) -> int:
     temp = Path(tempfile.mkdtemp(prefix="sampler-lab-flood-"))
     rounds, memory = [], {}
+    heavy = dict(model=args.flood_model, sampler="ddpm", steps=args.flood_steps, num_images=args.flood_images)
     try:
         for label, env in (("before: no per-visitor cap (VISITOR_SLOTS=1000)", {"VISITOR_SLOTS": "1000"}),
                            ("after: the default cap", {})):
             server, url = start_server(args, temp / label[:5], env)
             try:
-                result = flood_round(url, args.flood_jobs, args.visitors, timeout=args.time_limit / 2)
+                result = flood_round(url, args.flood_jobs, args.visitors, args.time_limit / 2, heavy)
                 rounds.append(dict(setting=label, **result))
                 if not env:   # memory over mixed runs, on the capped server once its flood has drained
                     time.sleep(1.0)
@@ -215,8 +216,9 @@ def flood(args) -> int:
                 stop_server(server)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-    print(f"flood over loopback: one visitor submits {args.flood_jobs} runs (tiny-slow, DDPM 40 steps, 2 images) "
-          f"and never reads them; {args.visitors} other visitors each ask for a 5-step DDIM picture of {MODEL}; "
+    print(f"flood over loopback: one visitor submits {args.flood_jobs} runs ({args.flood_model}, DDPM "
+          f"{args.flood_steps} steps, {args.flood_images} images) and never reads them; {args.visitors} other "
+          f"visitors each ask for a 5-step DDIM picture of the same model; "
           f"QUEUE_SIZE={args.queue_size}, MAX_CONCURRENCY={args.concurrency}\n")
     print("| setting | flood places held | visitors served | visitors refused | visitor wait p50 s | p95 s |")
     print("|---|---|---|---|---|---|")
@@ -329,6 +331,9 @@ def main(argv=None) -> int:
     parser.add_argument("--flood", action="store_true", help="the flood scenario (see above)")
     parser.add_argument("--flood-jobs", type=int, default=20)
     parser.add_argument("--visitors", type=int, default=5)
+    parser.add_argument("--flood-model", default="default", help="the flood's and the visitors' model")
+    parser.add_argument("--flood-steps", type=int, default=200)
+    parser.add_argument("--flood-images", type=int, default=8)
     parser.add_argument("--mixed", type=int, default=200, help="mixed runs for the memory bound (--flood)")
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -338,6 +343,7 @@ def main(argv=None) -> int:
     if args.flood:
         if args.quick:
             args.flood_jobs, args.visitors, args.mixed, args.time_limit = 8, 2, 24, min(args.time_limit, 150.0)
+            args.flood_model, args.flood_steps, args.flood_images = "tiny-slow", 40, 2
         return flood(args)
     if args.quick:
         args.clients, args.queued, args.queue_size, args.time_limit = 4, 12, 4, min(args.time_limit, 90.0)

@@ -55,9 +55,13 @@ def visitor_of(session: str | None, headers, environ=None) -> Visitor:
 def held(queue, visitor: Visitor, concurrency_id: str, environ=None) -> list[float]:
     """Enqueue times of this visitor's live events in the ``concurrency_id`` group (waiting or running)."""
     events = getattr(queue, "event_ids_to_events", None) or {}
+    pending = getattr(queue, "pending_event_ids_session", None)
     times = []
     for event in list(events.values()):
         if getattr(event, "concurrency_id", None) != concurrency_id or not getattr(event, "alive", True):
+            continue
+        # its result already sent (the client may ask again before the queue forgets the event)
+        if isinstance(pending, dict) and event._id not in dict.get(pending, event.session_hash, ()):
             continue
         headers = getattr(getattr(event, "request", None), "headers", None)
         if visitor.owns(getattr(event, "session_hash", None), address_of(headers, environ)):

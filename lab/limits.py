@@ -27,7 +27,7 @@ class Limits:
     concurrency: int = 1          # MAX_CONCURRENCY: model runs at the same time
     preview_fps: float = 10.0     # PREVIEW_FPS: preview images per second at most
     max_seconds: float = 60.0     # MAX_SECONDS: estimated seconds of this machine one request may cost
-    visitor_slots: int = 2        # VISITOR_SLOTS: runs one visitor may have queued or running at once
+    visitor_slots: int = 1        # VISITOR_SLOTS: runs one visitor may have queued or running at once
 
     ENV = {"max_steps": "MAX_STEPS", "max_nfe": "MAX_NFE", "max_images": "MAX_IMAGES",
            "max_points": "MAX_POINTS", "max_compare": "MAX_COMPARE", "max_resolution": "MAX_RESOLUTION",

@@ -40,12 +40,12 @@ def wait_idle(timeout=60.0):
 def test_one_visitor_holds_two_places_and_a_second_visitor_is_served_meanwhile(server):
     url, demo = server
     flooder = Client(url, verbose=False)
-    jobs = [flooder.submit(model="tiny-slow", sampler="ddpm", steps=60, num_images=2, api_name="/generate")
+    jobs = [flooder.submit(model="tiny-slow", sampler="ddpm", steps=200, num_images=2, api_name="/generate")
             for _ in range(6)]
     refused, accepted = [], []
     for job in jobs:
         try:
-            job.result(timeout=1)
+            job.result(timeout=5)   # a refusal answers at once; an admitted run takes 6 s or more
             accepted.append(job)
         except ValidationError as exc:
             refused.append(str(exc))

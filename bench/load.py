@@ -93,7 +93,9 @@ def percentile(values: list[float], q: float) -> float:
 # the server (subprocess)
 
 
-def start_server(args, temp: Path, extra_env: dict) -> tuple[subprocess.Popen, str]:
+def start_server(args, temp: Path, extra_env: dict, deadline: float | None = None) -> tuple[subprocess.Popen, str]:
+    """The app in a subprocess (this script with ``--serve``) on a free port, its own temp folder; waits
+    until it answers (by ``deadline``, default 120 s from now)."""
     import httpx
 
     port = free_port()
@@ -104,12 +106,13 @@ def start_server(args, temp: Path, extra_env: dict) -> tuple[subprocess.Popen, s
                                "--time-limit", str(args.time_limit + 30)], cwd=REPO, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
+    deadline = time.time() + 120 if deadline is None else deadline
     while True:
         if server.poll() is not None:
             raise RuntimeError(f"the server exited early:\n{server.stdout.read()[-3000:]}")
         if time.time() > deadline:
-            raise RuntimeError("the server did not start within 120 s")
+            server.kill()
+            raise RuntimeError("the server did not start within the time limit")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return server, url
@@ -355,30 +358,11 @@ def main(argv=None) -> int:
     deadline = time.time() + args.time_limit
     seeds = 4
 
-    port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="sampler-lab-load-"))
-    env = dict(os.environ, GRADIO_TEMP_DIR=str(temp / "gradio"), GRADIO_ANALYTICS_ENABLED="False",
-               QUEUE_SIZE=str(args.queue_size), MAX_CONCURRENCY=str(args.concurrency), PYTHONPATH=str(REPO),
-               OMP_NUM_THREADS="1")
-    server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(port),
-                               "--time-limit", str(args.time_limit + 30)], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
+    server, url = None, None
     report = {"errors": [], "mismatches": 0}
     try:
-        import httpx
-
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited early:\n{server.stdout.read()[-3000:]}")
-            if time.time() > deadline:
-                raise RuntimeError("the server did not start within the time limit")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
+        server, url = start_server(args, temp, {}, deadline)
 
         def left() -> float:
             return max(5.0, deadline - time.time())
@@ -409,11 +393,8 @@ def main(argv=None) -> int:
                       temp_mb=round(temp_mb, 2), temp_files=temp_files, steps=args.steps,
                       queue_size=args.queue_size, concurrency=args.concurrency)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        if server is not None:
+            stop_server(server)
         shutil.rmtree(temp, ignore_errors=True)
 
     print(f"load over loopback: model {MODEL}, {args.steps}-step DDIM runs streamed, 2 images each, "

@@ -49,11 +49,15 @@ def _timed(model, x, t, repeats: int = 2) -> float:
     return best
 
 
+def _key(prepared: Prepared) -> tuple:
+    info = prepared.info   # guided runs pass the batch twice: timed apart
+    return info.loaded, info.version, str(info.device), prepared.resolved.guidance_scale != 1.0
+
+
 def forward_time(prepared: Prepared, measure: bool = True) -> tuple[float, float] | None:
     """(fixed, per-row) seconds of one forward pass of this prepared model (its guidance included);
     measured now if it never was (``measure=False``: None then)."""
-    info = prepared.info
-    key = (info.loaded, info.version, str(info.device), prepared.resolved.guidance_scale != 1.0)
+    key = _key(prepared)
     with _measuring:
         with _lock:
             if key in _measured or not measure:
@@ -79,10 +83,8 @@ def _measure(prepared: Prepared, key: tuple) -> tuple[float, float]:
 
 def record(prepared: Prepared, fixed: float, per_row: float) -> None:
     """Set a model's forward time (tests; a GPU call that timed itself)."""
-    info = prepared.info
     with _lock:
-        _measured[(info.loaded, info.version, str(info.device), prepared.resolved.guidance_scale != 1.0)] = (
-            fixed, per_row)
+        _measured[_key(prepared)] = (fixed, per_row)
 
 
 def forget() -> None:
